@@ -1,0 +1,5 @@
+from django.apps import AppConfig
+
+
+class AnnotatorUiConfig(AppConfig):
+    name = "annotator_ui"

@@ -1,0 +1,40 @@
+"""Every API error is JSON ``{"code": "<stable code>", "message": "<for people>"}``."""
+
+from __future__ import annotations
+
+from rest_framework import exceptions
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+
+from rlhf_platform.errors import ServiceError
+
+_DRF_CODES = {
+    exceptions.ParseError: "malformed_request",
+    exceptions.NotAuthenticated: "not_authenticated",
+    exceptions.AuthenticationFailed: "authentication_failed",
+    exceptions.PermissionDenied: "permission_denied",
+    exceptions.NotFound: "not_found",
+    exceptions.MethodNotAllowed: "method_not_allowed",
+    exceptions.UnsupportedMediaType: "unsupported_media_type",
+    exceptions.Throttled: "throttled",
+    exceptions.ValidationError: "validation_error",
+}
+
+
+def exception_handler(exc, context):
+    if isinstance(exc, ServiceError):
+        body = {"code": exc.code, "message": exc.message}
+        if exc.details is not None:
+            body["details"] = exc.details
+        return Response(body, status=exc.status)
+    response = drf_exception_handler(exc, context)
+    if response is None:
+        return None
+    code = next((c for cls, c in _DRF_CODES.items() if isinstance(exc, cls)), "error")
+    if isinstance(exc, exceptions.ValidationError):
+        body = {"code": code, "message": "The request is invalid.", "details": response.data}
+    else:
+        detail = response.data.get("detail") if isinstance(response.data, dict) else None
+        body = {"code": code, "message": str(detail or exc)}
+    response.data = body
+    return response

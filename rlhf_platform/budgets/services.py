@@ -1,0 +1,87 @@
+"""Writes to budgets. Call :func:`budget_debit` inside the transaction that writes the label."""
+
+from __future__ import annotations
+
+import datetime as dt
+from decimal import Decimal
+
+from django.db.models import F
+from django.utils import timezone
+
+from rlhf_platform.budgets.models import Budget, LedgerEntry
+from rlhf_platform.errors import BudgetExhausted
+
+
+def budget_lock(*, campaign_id: int) -> Budget:
+    """The campaign's budget row, locked until the end of the transaction.
+
+    Locking this one row serializes debits of one campaign: the cap check and the
+    increment below then see every earlier debit, so the cap holds exactly.
+    """
+    budget, _ = Budget.objects.get_or_create(campaign_id=campaign_id)
+    return Budget.objects.select_for_update().get(pk=budget.pk)
+
+
+def _utc_day_start(now: dt.datetime) -> dt.datetime:
+    return now.astimezone(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
+
+
+def budget_refusal(*, budget: Budget, source: str, annotator_id: int | None) -> str | None:
+    """Why one more label of ``source`` may not be spent now, or None if it may."""
+    from rlhf_platform.labeling.models import Label
+
+    if budget.label_cap is not None and budget.labels_spent >= budget.label_cap:
+        return (
+            f"The campaign's label budget is spent ({budget.labels_spent} of {budget.label_cap})."
+        )
+    unit = unit_cost(budget=budget, source=source)
+    if budget.cost_cap is not None and budget.cost_spent + unit > budget.cost_cap:
+        return f"The campaign's cost budget is spent ({budget.cost_spent} of {budget.cost_cap})."
+    if annotator_id is not None and budget.annotator_daily_cap is not None:
+        today = Label.objects.filter(
+            campaign_id=budget.campaign_id,
+            annotator_id=annotator_id,
+            created_at__gte=_utc_day_start(timezone.now()),
+        ).count()
+        if today >= budget.annotator_daily_cap:
+            return (
+                f"You reached today's cap of {budget.annotator_daily_cap} labels for this campaign."
+            )
+    return None
+
+
+def unit_cost(*, budget: Budget, source: str) -> Decimal:
+    return budget.human_label_cost if source == "human" else budget.judge_call_cost
+
+
+def budget_debit(
+    *,
+    budget: Budget,
+    source: str,
+    annotator_id: int | None,
+    label_id: int | None,
+    tokens: int = 0,
+) -> LedgerEntry:
+    """Debit one label from a budget locked with :func:`budget_lock`.
+
+    Raises :class:`BudgetExhausted` (and writes nothing) when a cap would be exceeded.
+    """
+    reason = budget_refusal(budget=budget, source=source, annotator_id=annotator_id)
+    if reason:
+        code = "daily_cap_reached" if "today" in reason else "budget_exhausted"
+        raise BudgetExhausted(reason, code=code)
+    amount = unit_cost(budget=budget, source=source)
+    Budget.objects.filter(pk=budget.pk).update(
+        labels_spent=F("labels_spent") + 1, cost_spent=F("cost_spent") + amount
+    )
+    budget.labels_spent += 1
+    budget.cost_spent += amount
+    return LedgerEntry.objects.create(
+        budget=budget,
+        label_id=label_id,
+        source=source,
+        annotator_id=annotator_id,
+        labels=1,
+        amount=amount,
+        tokens=tokens,
+    )

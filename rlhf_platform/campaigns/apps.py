@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class CampaignsConfig(AppConfig):
+    name = "rlhf_platform.campaigns"
+    label = "campaigns"

@@ -1,0 +1,230 @@
+"""Campaigns and what they own: prompts, rounds, model versions and sampled responses."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+
+class Algorithm(models.TextChoices):
+    OFFLINE = "offline", "Offline"
+    PERIODIC = "periodic", "Periodic"
+    ONLINE = "online", "Online"
+    INFOMAX = "infomax", "Information-directed"
+
+
+class FeedbackMode(models.TextChoices):
+    HUMAN = "human", "Human"
+    JUDGE = "judge", "Judge"
+    MIXED = "mixed", "Mixed"
+
+
+class AcquisitionRule(models.TextChoices):
+    UNIFORM = "uniform", "Uniform random pair"
+    INFOMAX = "infomax", "Max particle variance"
+    DOUBLE_THOMPSON = "double_thompson", "Double Thompson sampling"
+    BOLTZMANN = "boltzmann", "Boltzmann"
+    IMPORTED = "imported", "Imported pair"
+
+
+class CampaignState(models.TextChoices):
+    DRAFT = "draft", "Draft"
+    RUNNING = "running", "Running"
+    PAUSED = "paused", "Paused"
+    FINISHED = "finished", "Finished"
+
+
+class Campaign(models.Model):
+    name = models.CharField(max_length=200, unique=True)
+    description = models.TextField(blank=True)
+    guidelines = models.TextField(blank=True, help_text="Shown to annotators beside each pair.")
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="owned_campaigns"
+    )
+    members = models.ManyToManyField(
+        settings.AUTH_USER_MODEL, through="Membership", related_name="campaigns"
+    )
+    algorithm = models.CharField(
+        max_length=16, choices=Algorithm.choices, default=Algorithm.INFOMAX
+    )
+    feedback_mode = models.CharField(
+        max_length=8, choices=FeedbackMode.choices, default=FeedbackMode.HUMAN
+    )
+    acquisition_rule = models.CharField(
+        max_length=16, choices=AcquisitionRule.choices, default=AcquisitionRule.INFOMAX
+    )
+    prompts_per_round = models.PositiveIntegerField(default=64)
+    responses_per_prompt = models.PositiveIntegerField(default=16)
+    labels_per_comparison = models.PositiveSmallIntegerField(
+        default=1, help_text="Overlap: how many distinct annotators label each comparison."
+    )
+    judge_config = models.JSONField(default=dict, blank=True)
+    policy_config = models.JSONField(default=dict, blank=True)
+    reward_config = models.JSONField(default=dict, blank=True)
+    state = models.CharField(
+        max_length=16, choices=CampaignState.choices, default=CampaignState.DRAFT
+    )
+    seed = models.BigIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(responses_per_prompt__gte=2), name="campaign_k_at_least_2"
+            ),
+            models.CheckConstraint(
+                condition=Q(labels_per_comparison__gte=1), name="campaign_overlap_positive"
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Membership(models.Model):
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="memberships")
+    user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["campaign", "user"], name="membership_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.user} in {self.campaign}"
+
+
+class Split(models.TextChoices):
+    TRAIN = "train", "Train"
+    EVAL = "eval", "Eval"
+
+
+class Prompt(models.Model):
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="prompts")
+    text = models.TextField()
+    messages = models.JSONField(
+        null=True, blank=True, help_text="Optional chat history: [{role, content}, ...]."
+    )
+    split = models.CharField(max_length=8, choices=Split.choices, default=Split.TRAIN)
+    reference = models.TextField(blank=True, help_text="Optional reference answer.")
+    metadata = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+        indexes = [models.Index(fields=["campaign", "split"])]
+
+    def __str__(self) -> str:
+        return self.text[:60]
+
+
+class ModelKind(models.TextChoices):
+    POLICY = "policy", "Policy"
+    REWARD = "reward", "Reward model"
+
+
+class VersionState(models.TextChoices):
+    PENDING = "pending", "Pending"
+    READY = "ready", "Ready"
+    FAILED = "failed", "Failed"
+
+
+class ModelVersion(models.Model):
+    """A policy or reward-model artifact. Visible (READY) only once its files are complete."""
+
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="model_versions")
+    kind = models.CharField(max_length=8, choices=ModelKind.choices)
+    round = models.ForeignKey(
+        "Round", null=True, blank=True, on_delete=models.SET_NULL, related_name="produced_versions"
+    )
+    parent = models.ForeignKey("self", null=True, blank=True, on_delete=models.SET_NULL)
+    artifact_path = models.CharField(max_length=500, blank=True)
+    metrics = models.JSONField(default=dict, blank=True)
+    state = models.CharField(
+        max_length=8, choices=VersionState.choices, default=VersionState.PENDING
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["campaign", "kind", "id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["campaign", "kind", "artifact_path"],
+                condition=~Q(artifact_path=""),
+                name="model_version_artifact_unique",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.campaign} {self.kind} v{self.pk}"
+
+
+class RoundState(models.TextChoices):
+    GENERATING = "generating", "Generating"
+    SELECTING = "selecting", "Selecting"
+    LABELING = "labeling", "Labeling"
+    LEARNING = "learning", "Learning"
+    EVALUATING = "evaluating", "Evaluating"
+    DONE = "done", "Done"
+    FAILED = "failed", "Failed"
+
+
+class Round(models.Model):
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="rounds")
+    index = models.PositiveIntegerField()
+    state = models.CharField(
+        max_length=12, choices=RoundState.choices, default=RoundState.GENERATING
+    )
+    policy_version = models.ForeignKey(
+        ModelVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    reward_version = models.ForeignKey(
+        ModelVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    deadline = models.DateTimeField(null=True, blank=True)
+    failure_reason = models.TextField(blank=True)
+    transitions = models.JSONField(
+        default=list, blank=True, help_text="[[state, ISO timestamp], ...] in order."
+    )
+    started_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["campaign", "index"]
+        constraints = [
+            models.UniqueConstraint(fields=["campaign", "index"], name="round_index_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.campaign} round {self.index}"
+
+
+class Response(models.Model):
+    prompt = models.ForeignKey(Prompt, on_delete=models.CASCADE, related_name="responses")
+    round = models.ForeignKey(
+        Round, null=True, blank=True, on_delete=models.CASCADE, related_name="responses"
+    )
+    policy_version = models.ForeignKey(
+        ModelVersion, null=True, blank=True, on_delete=models.PROTECT, related_name="responses"
+    )
+    text = models.TextField()
+    token_count = models.PositiveIntegerField(default=0)
+    features_key = models.CharField(
+        max_length=64, blank=True, help_text="Key of the cached backbone features (sha256)."
+    )
+    source = models.CharField(
+        max_length=32, default="policy", help_text="policy, imported, or a model name."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["id"]
+
+    def __str__(self) -> str:
+        return self.text[:60]

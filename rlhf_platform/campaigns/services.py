@@ -1,0 +1,240 @@
+"""Writes to campaigns: creation, membership, state changes, prompt and pair imports."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+from django.db import transaction
+
+from rlhf_platform.accounts.models import User
+from rlhf_platform.budgets.models import Budget
+from rlhf_platform.campaigns.models import (
+    AcquisitionRule,
+    Campaign,
+    CampaignState,
+    Membership,
+    Prompt,
+    Response,
+    Split,
+)
+from rlhf_platform.errors import Conflict, InvalidInput, PermissionDenied
+
+PROMPT_MAX_CHARS = 20_000
+
+# action -> (states it may start from, state it leads to)
+STATE_ACTIONS: dict[str, tuple[tuple[str, ...], str]] = {
+    "start": ((CampaignState.DRAFT,), CampaignState.RUNNING),
+    "pause": ((CampaignState.RUNNING,), CampaignState.PAUSED),
+    "resume": ((CampaignState.PAUSED,), CampaignState.RUNNING),
+    "finish": (
+        (CampaignState.DRAFT, CampaignState.RUNNING, CampaignState.PAUSED),
+        CampaignState.FINISHED,
+    ),
+}
+
+
+@transaction.atomic
+def campaign_create(
+    *,
+    owner: User,
+    name: str,
+    label_cap: int | None = None,
+    cost_cap: Decimal | None = None,
+    annotator_daily_cap: int | None = None,
+    human_label_cost: Decimal = Decimal("0"),
+    judge_call_cost: Decimal = Decimal("0"),
+    **fields: Any,
+) -> Campaign:
+    """Create a campaign in the draft state, with its budget."""
+    if not owner.is_researcher:
+        raise PermissionDenied("Only researchers and admins create campaigns.")
+    if Campaign.objects.filter(name=name).exists():
+        raise Conflict(f"A campaign named {name!r} exists already.", code="name_taken")
+    campaign = Campaign(owner=owner, name=name, **fields)
+    campaign.full_clean()
+    campaign.save()
+    Budget.objects.create(
+        campaign=campaign,
+        label_cap=label_cap,
+        cost_cap=cost_cap,
+        annotator_daily_cap=annotator_daily_cap,
+        human_label_cost=human_label_cost,
+        judge_call_cost=judge_call_cost,
+    )
+    return campaign
+
+
+def campaign_add_member(*, campaign: Campaign, user: User) -> Membership:
+    membership, _ = Membership.objects.get_or_create(campaign=campaign, user=user)
+    return membership
+
+
+def campaign_set_state(*, campaign: Campaign, action: str) -> Campaign:
+    """Apply ``action`` (start, pause, resume, finish) with a conditional UPDATE, so two
+    concurrent requests cannot both succeed from the same state."""
+    if action not in STATE_ACTIONS:
+        raise InvalidInput(
+            f"Unknown action {action!r}; use one of {', '.join(STATE_ACTIONS)}.",
+            code="invalid_action",
+        )
+    sources, target = STATE_ACTIONS[action]
+    changed = Campaign.objects.filter(pk=campaign.pk, state__in=sources).update(state=target)
+    campaign.refresh_from_db()
+    if not changed:
+        raise Conflict(
+            f"Cannot {action} a campaign that is {campaign.state}.", code="invalid_transition"
+        )
+    return campaign
+
+
+@dataclass
+class PromptRow:
+    text: str
+    split: str
+    reference: str
+    messages: list[dict[str, str]] | None
+    metadata: dict[str, Any]
+
+
+def _parse_prompt_record(record: Any) -> PromptRow:
+    if not isinstance(record, dict):
+        raise ValueError("expected an object with a 'prompt' field")
+    text = record.get("prompt", record.get("text"))
+    messages = record.get("messages")
+    if messages is not None:
+        if not isinstance(messages, list) or not all(
+            isinstance(m, dict)
+            and isinstance(m.get("role"), str)
+            and isinstance(m.get("content"), str)
+            for m in messages
+        ):
+            raise ValueError("'messages' must be a list of {role, content} objects")
+        if text in (None, ""):
+            text = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError("missing or empty 'prompt'")
+    if len(text) > PROMPT_MAX_CHARS:
+        raise ValueError(f"prompt longer than {PROMPT_MAX_CHARS} characters")
+    split = record.get("split") or Split.TRAIN
+    if split not in Split.values:
+        raise ValueError(f"split must be one of {', '.join(Split.values)}, not {split!r}")
+    reference = record.get("reference") or ""
+    if not isinstance(reference, str):
+        raise ValueError("'reference' must be a string")
+    metadata = record.get("metadata") or {}
+    if isinstance(metadata, str):
+        try:
+            metadata = json.loads(metadata)
+        except json.JSONDecodeError:
+            raise ValueError("'metadata' is not valid JSON") from None
+    if not isinstance(metadata, dict):
+        raise ValueError("'metadata' must be an object")
+    return PromptRow(
+        text=text, split=split, reference=reference, messages=messages, metadata=metadata
+    )
+
+
+def parse_prompt_file(content: str, fmt: str) -> list[PromptRow]:
+    """Parse JSONL or CSV prompt rows; raise InvalidInput listing every bad line."""
+    rows: list[PromptRow] = []
+    errors: list[dict[str, Any]] = []
+    if fmt == "jsonl":
+        for lineno, line in enumerate(content.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(_parse_prompt_record(json.loads(line)))
+            except json.JSONDecodeError as exc:
+                errors.append({"line": lineno, "error": f"invalid JSON: {exc.msg}"})
+            except ValueError as exc:
+                errors.append({"line": lineno, "error": str(exc)})
+    elif fmt == "csv":
+        reader = csv.DictReader(io.StringIO(content))
+        if not reader.fieldnames or not {"prompt", "text"} & set(reader.fieldnames):
+            raise InvalidInput(
+                "The CSV needs a header row with a 'prompt' column.", code="import_invalid"
+            )
+        for record in reader:
+            try:
+                if None in record:
+                    raise ValueError("more fields than the header has")
+                rows.append(_parse_prompt_record(record))
+            except ValueError as exc:
+                errors.append({"line": reader.line_num, "error": str(exc)})
+    else:
+        raise InvalidInput(f"Unknown format {fmt!r}; use jsonl or csv.", code="invalid_format")
+    if errors:
+        summary = "; ".join(f"line {e['line']}: {e['error']}" for e in errors[:5])
+        more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
+        raise InvalidInput(
+            f"{len(errors)} bad row(s), nothing imported: {summary}{more}",
+            code="import_invalid",
+            details=errors,
+        )
+    if not rows:
+        raise InvalidInput("The file holds no prompts.", code="import_empty")
+    return rows
+
+
+@transaction.atomic
+def prompts_import(*, campaign: Campaign, content: str, fmt: str) -> list[Prompt]:
+    """Import every row of a JSONL or CSV file, or none of them."""
+    rows = parse_prompt_file(content, fmt)
+    return Prompt.objects.bulk_create(
+        Prompt(
+            campaign=campaign,
+            text=row.text,
+            split=row.split,
+            reference=row.reference,
+            messages=row.messages,
+            metadata=row.metadata,
+        )
+        for row in rows
+    )
+
+
+@transaction.atomic
+def comparisons_import_pairs(
+    *, campaign: Campaign, pairs: list[dict[str, Any]], source: str = "imported"
+) -> int:
+    """Queue comparisons of existing responses: ``[{prompt, response_a, response_b, ...}]``.
+
+    For plain A/B campaigns without a policy (and the demo before live generation).
+    """
+    from rlhf_platform.labeling.models import Comparison
+
+    created = 0
+    for i, pair in enumerate(pairs, start=1):
+        try:
+            row = _parse_prompt_record(pair)
+            a, b = pair["response_a"], pair["response_b"]
+        except (ValueError, KeyError) as exc:
+            raise InvalidInput(f"pair {i}: {exc}", code="import_invalid") from None
+        if not (isinstance(a, str) and isinstance(b, str) and a.strip() and b.strip()) or a == b:
+            raise InvalidInput(
+                f"pair {i}: needs two different non-empty responses", code="import_invalid"
+            )
+        prompt, _ = Prompt.objects.get_or_create(
+            campaign=campaign,
+            text=row.text,
+            split=row.split,
+            defaults={"reference": row.reference, "metadata": row.metadata},
+        )
+        resp_a = Response.objects.create(prompt=prompt, text=a, source=source)
+        resp_b = Response.objects.create(prompt=prompt, text=b, source=source)
+        Comparison.objects.create(
+            campaign=campaign,
+            prompt=prompt,
+            response_a=resp_a,
+            response_b=resp_b,
+            acquisition_rule=AcquisitionRule.IMPORTED,
+            priority=float(pair.get("priority", 0.0)),
+            labels_required=campaign.labels_per_comparison,
+        )
+        created += 1
+    return created

@@ -1,0 +1,38 @@
+"""Reads of comparisons and leases, through the caller's permissions."""
+
+from __future__ import annotations
+
+from django.db.models import QuerySet
+
+from rlhf_platform.accounts.models import User
+from rlhf_platform.errors import NotFound
+from rlhf_platform.labeling.models import Lease
+
+
+def get_lease_for_annotator(user: User, lease_id: int, *, for_update: bool = False) -> Lease:
+    """The caller's own lease. Another annotator's lease is reported as not found."""
+    qs: QuerySet[Lease] = Lease.objects.filter(pk=lease_id, annotator=user)
+    if for_update:
+        qs = qs.select_for_update()
+    lease = qs.select_related("comparison").first()
+    if lease is None:
+        raise NotFound("No such lease.", code="lease_not_found")
+    return lease
+
+
+def lease_display(lease: Lease) -> dict:
+    """What the annotator sees: responses in the lease's shown order, never the mapping."""
+    comparison = lease.comparison
+    left, right = comparison.response_a, comparison.response_b
+    if lease.swapped:
+        left, right = right, left
+    prompt = comparison.prompt
+    return {
+        "lease_id": lease.pk,
+        "campaign_id": lease.campaign_id,
+        "expires_at": lease.expires_at,
+        "prompt": prompt.text,
+        "messages": prompt.messages,
+        "response_a": left.text,
+        "response_b": right.text,
+    }

@@ -1,0 +1,319 @@
+"""Serving comparisons to annotators and storing their labels.
+
+Concurrency model (PostgreSQL): a lease is taken on a comparison row locked with
+``SELECT ... FOR UPDATE SKIP LOCKED``, so concurrent annotators never wait on each other and
+never take the same slot; a submit locks the caller's lease, the comparison and the
+campaign's budget row, in that order everywhere, so there is no deadlock. SQLite (the
+embedded quickstart) serializes transactions instead.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+from dataclasses import dataclass
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from rlhf_platform.accounts.models import User
+from rlhf_platform.budgets.services import budget_debit, budget_lock, budget_refusal
+from rlhf_platform.campaigns.models import Campaign, CampaignState
+from rlhf_platform.errors import BudgetExhausted, Conflict, InvalidInput, NotFound
+from rlhf_platform.labeling.models import (
+    Choice,
+    Comparison,
+    ComparisonState,
+    Label,
+    LabelSource,
+    Lease,
+    LeaseState,
+)
+from rlhf_platform.labeling.selectors import get_lease_for_annotator
+
+IDEMPOTENCY_KEY_MAX = 100
+# Shown-side answer -> stored answer when B was shown first.
+_UNSWAP = {
+    Choice.A: Choice.B,
+    Choice.B: Choice.A,
+    Choice.TIE: Choice.TIE,
+    Choice.BOTH_BAD: Choice.BOTH_BAD,
+}
+
+
+class NothingToLabel(NotFound):
+    """No comparison is waiting for this annotator now (the next round may bring some)."""
+
+    code = "nothing_queued"
+
+
+@dataclass(frozen=True)
+class Served:
+    lease: Lease
+    created: bool  # False when the annotator's live lease was returned again
+
+
+def _comparison_state(c: Comparison) -> str:
+    if c.labels_count >= c.labels_required:
+        return ComparisonState.LABELED
+    if c.labels_count + c.leased_count >= c.labels_required:
+        return ComparisonState.LEASED
+    return ComparisonState.QUEUED
+
+
+def _release_slot(comparison_id: int) -> None:
+    """Give back one leased slot of a comparison (lease expired or skipped)."""
+    comparison = Comparison.objects.select_for_update().get(pk=comparison_id)
+    comparison.leased_count = max(0, comparison.leased_count - 1)
+    if comparison.state != ComparisonState.EXPIRED:
+        comparison.state = _comparison_state(comparison)
+    comparison.save(update_fields=["leased_count", "state", "updated_at"])
+
+
+def _close_lease(lease: Lease, state: str, now: dt.datetime) -> None:
+    """Close an ACTIVE lease (held under lock) and free its slot."""
+    Lease.objects.filter(pk=lease.pk).update(state=state, closed_at=now)
+    lease.state, lease.closed_at = state, now
+    _release_slot(lease.comparison_id)
+
+
+def _member_campaign(user: User, campaign_id: int) -> Campaign:
+    campaign = Campaign.objects.filter(pk=campaign_id, memberships__user=user).first()
+    if campaign is None:
+        raise NotFound("No such campaign.")
+    return campaign
+
+
+@transaction.atomic
+def comparison_next(
+    *,
+    annotator: User,
+    campaign_id: int,
+    lease_seconds: int | None = None,
+    rng: random.Random | None = None,
+) -> Served:
+    """Serve the annotator's live lease in the campaign, or lease a new comparison.
+
+    The new one is the highest-priority comparison of the campaign that still has an open
+    slot, that this annotator has neither labeled nor skipped. Raises
+    :class:`NothingToLabel` when none is waiting and :class:`BudgetExhausted` when the
+    campaign may not spend more labels (the annotator is told why).
+    """
+    campaign = _member_campaign(annotator, campaign_id)
+    now = timezone.now()
+    live = (
+        Lease.objects.select_for_update()
+        .filter(annotator=annotator, campaign=campaign, state=LeaseState.ACTIVE)
+        .first()
+    )
+    if live is not None:
+        if live.expires_at > now:
+            return Served(lease=live, created=False)
+        _close_lease(live, LeaseState.EXPIRED, now)
+
+    if campaign.state != CampaignState.RUNNING:
+        raise Conflict(
+            f"The campaign is {campaign.state}, not running.", code="campaign_not_running"
+        )
+    budget = campaign.budget
+    reason = budget_refusal(budget=budget, source=LabelSource.HUMAN, annotator_id=annotator.pk)
+    if reason:
+        raise BudgetExhausted(
+            reason, code="daily_cap_reached" if "today" in reason else "budget_exhausted"
+        )
+    if budget.label_cap is not None:
+        # Hand out no more leases than labels left; submits still check the cap exactly.
+        outstanding = Lease.objects.filter(
+            campaign=campaign, state=LeaseState.ACTIVE, expires_at__gt=now
+        ).count()
+        if budget.labels_spent + outstanding >= budget.label_cap:
+            raise NothingToLabel(
+                "Every remaining label of the budget is being worked on; try again shortly."
+            )
+
+    seen = Lease.objects.filter(
+        annotator=annotator, state__in=[LeaseState.SUBMITTED, LeaseState.SKIPPED]
+    ).values("comparison_id")
+    comparison = (
+        Comparison.objects.select_for_update(skip_locked=True)
+        .filter(campaign=campaign, state=ComparisonState.QUEUED)
+        .filter(labels_count__lt=F("labels_required") - F("leased_count"))
+        .exclude(pk__in=seen)
+        .exclude(pk__in=Label.objects.filter(annotator=annotator).values("comparison_id"))
+        .order_by("-priority", "id")
+        .first()
+    )
+    if comparison is None:
+        raise NothingToLabel("Nothing is waiting for you now; the next round is being prepared.")
+    comparison.leased_count += 1
+    comparison.state = _comparison_state(comparison)
+    comparison.save(update_fields=["leased_count", "state", "updated_at"])
+    seconds = lease_seconds or settings.LEASE_SECONDS
+    lease = Lease.objects.create(
+        comparison=comparison,
+        campaign=campaign,
+        annotator=annotator,
+        swapped=(rng or random.SystemRandom()).random() < 0.5,
+        expires_at=now + dt.timedelta(seconds=seconds),
+    )
+    return Served(lease=lease, created=True)
+
+
+def _validate_submission(choice: str, rationale: str, idempotency_key: str) -> None:
+    if choice not in Choice.values:
+        raise InvalidInput(
+            f"choice must be one of {', '.join(Choice.values)}, not {choice!r}.",
+            code="invalid_choice",
+        )
+    if len(rationale) > settings.RATIONALE_MAX_LENGTH:
+        raise InvalidInput(
+            f"The rationale is {len(rationale)} characters; at most {settings.RATIONALE_MAX_LENGTH} are kept.",
+            code="rationale_too_long",
+        )
+    if not idempotency_key or len(idempotency_key) > IDEMPOTENCY_KEY_MAX:
+        raise InvalidInput(
+            f"idempotency_key must be 1 to {IDEMPOTENCY_KEY_MAX} characters.",
+            code="invalid_idempotency_key",
+        )
+
+
+def _replay(annotator: User, idempotency_key: str, lease_id: int) -> Label | None:
+    label = Label.objects.filter(annotator=annotator, idempotency_key=idempotency_key).first()
+    if label is not None and label.lease_id != lease_id:
+        raise Conflict(
+            "This idempotency key was used for another label.", code="idempotency_key_reused"
+        )
+    return label
+
+
+def label_submit(
+    *,
+    annotator: User,
+    lease_id: int,
+    choice: str,
+    idempotency_key: str,
+    rationale: str = "",
+    time_taken_ms: int | None = None,
+) -> tuple[Label, bool]:
+    """Store the annotator's answer for their lease and debit the budget, atomically.
+
+    ``choice`` is given in the order the annotator saw ("A" is the response shown first).
+    Returns ``(label, created)``; a retry with the same ``idempotency_key`` returns the
+    same label with ``created=False`` and writes nothing.
+    """
+    _validate_submission(choice, rationale, idempotency_key)
+    try:
+        with transaction.atomic():
+            return _label_submit_locked(
+                annotator, lease_id, choice, idempotency_key, rationale, time_taken_ms
+            )
+    except IntegrityError:
+        # A concurrent retry with the same key won the race: answer with its label.
+        label = _replay(annotator, idempotency_key, lease_id)
+        if label is None:
+            raise
+        return label, False
+
+
+def _label_submit_locked(
+    annotator: User,
+    lease_id: int,
+    choice: str,
+    idempotency_key: str,
+    rationale: str,
+    time_taken_ms: int | None,
+) -> tuple[Label, bool]:
+    lease = get_lease_for_annotator(annotator, lease_id, for_update=True)
+    existing = _replay(annotator, idempotency_key, lease.pk)
+    if existing is not None:
+        return existing, False
+    now = timezone.now()
+    # An overdue lease still ACTIVE is left for the sweeper: this transaction rolls back.
+    if lease.state == LeaseState.EXPIRED or (
+        lease.state == LeaseState.ACTIVE and lease.expires_at <= now
+    ):
+        raise _LeaseExpired()
+    if lease.state != LeaseState.ACTIVE:
+        raise Conflict(f"This lease is already {lease.state}.", code="lease_closed")
+
+    comparison = Comparison.objects.select_for_update().get(pk=lease.comparison_id)
+    if comparison.state == ComparisonState.EXPIRED:
+        raise Conflict("This comparison's round has closed.", code="comparison_expired")
+    budget = budget_lock(campaign_id=lease.campaign_id)
+    stored_choice = _UNSWAP[Choice(choice)] if lease.swapped else Choice(choice)
+    label = Label.objects.create(
+        comparison=comparison,
+        campaign_id=lease.campaign_id,
+        lease=lease,
+        source=LabelSource.HUMAN,
+        annotator=annotator,
+        choice=stored_choice,
+        shown_swapped=lease.swapped,
+        rationale=rationale,
+        time_taken_ms=time_taken_ms,
+        idempotency_key=idempotency_key,
+    )
+    entry = budget_debit(
+        budget=budget, source=LabelSource.HUMAN, annotator_id=annotator.pk, label_id=label.pk
+    )
+    Label.objects.filter(pk=label.pk).update(cost=entry.amount)
+    label.cost = entry.amount
+    comparison.labels_count += 1
+    comparison.leased_count = max(0, comparison.leased_count - 1)
+    comparison.state = _comparison_state(comparison)
+    comparison.save(update_fields=["labels_count", "leased_count", "state", "updated_at"])
+    Lease.objects.filter(pk=lease.pk).update(state=LeaseState.SUBMITTED, closed_at=now)
+    return label, True
+
+
+class _LeaseExpired(Conflict):
+    code = "lease_expired"
+
+    def __init__(self) -> None:
+        super().__init__("Your lease on this comparison expired; ask for the next comparison.")
+
+
+@transaction.atomic
+def lease_skip(*, annotator: User, lease_id: int) -> Lease:
+    """Give the comparison back; this annotator is not shown it again."""
+    lease = get_lease_for_annotator(annotator, lease_id, for_update=True)
+    if lease.state != LeaseState.ACTIVE:
+        raise Conflict(f"This lease is already {lease.state}.", code="lease_closed")
+    _close_lease(lease, LeaseState.SKIPPED, timezone.now())
+    return lease
+
+
+@transaction.atomic
+def lease_renew(*, annotator: User, lease_id: int, lease_seconds: int | None = None) -> Lease:
+    """Extend a live lease while the annotator still has the page open."""
+    lease = get_lease_for_annotator(annotator, lease_id, for_update=True)
+    now = timezone.now()
+    if lease.state != LeaseState.ACTIVE or lease.expires_at <= now:
+        raise _LeaseExpired()
+    lease.expires_at = now + dt.timedelta(seconds=lease_seconds or settings.LEASE_SECONDS)
+    lease.save(update_fields=["expires_at"])
+    return lease
+
+
+def leases_release_expired(*, now: dt.datetime | None = None, batch_size: int = 500) -> int:
+    """Expire overdue active leases and free their slots; returns how many.
+
+    Works in batches of ``batch_size`` (each its own short transaction, rows locked with
+    SKIP LOCKED so a concurrent submit or a second sweeper is never blocked).
+    """
+    now = now or timezone.now()
+    released = 0
+    while True:
+        with transaction.atomic():
+            batch = list(
+                Lease.objects.select_for_update(skip_locked=True)
+                .filter(state=LeaseState.ACTIVE, expires_at__lte=now)
+                .order_by("expires_at")[:batch_size]
+            )
+            for lease in batch:
+                _close_lease(lease, LeaseState.EXPIRED, now)
+        released += len(batch)
+        if len(batch) < batch_size:
+            return released
