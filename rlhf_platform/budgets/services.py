@@ -5,7 +5,7 @@ from __future__ import annotations
 import datetime as dt
 from decimal import Decimal
 
-from django.db.models import F
+from django.db.models import F, Sum
 from django.utils import timezone
 
 from rlhf_platform.budgets.models import Budget, LedgerEntry
@@ -26,26 +26,34 @@ def _utc_day_start(now: dt.datetime) -> dt.datetime:
     return now.astimezone(dt.UTC).replace(hour=0, minute=0, second=0, microsecond=0)
 
 
-def budget_refusal(*, budget: Budget, source: str, annotator_id: int | None) -> str | None:
-    """Why one more label of ``source`` may not be spent now, or None if it may."""
-    from rlhf_platform.labeling.models import Label
-
+def budget_refusal(
+    *, budget: Budget, source: str, annotator_id: int | None
+) -> BudgetExhausted | None:
+    """Why one more label of ``source`` may not be spent now (as the error to raise), or
+    None if it may."""
     if budget.label_cap is not None and budget.labels_spent >= budget.label_cap:
-        return (
+        return BudgetExhausted(
             f"The campaign's label budget is spent ({budget.labels_spent} of {budget.label_cap})."
         )
     unit = unit_cost(budget=budget, source=source)
     if budget.cost_cap is not None and budget.cost_spent + unit > budget.cost_cap:
-        return f"The campaign's cost budget is spent ({budget.cost_spent} of {budget.cost_cap})."
+        return BudgetExhausted(
+            f"The campaign's cost budget is spent ({budget.cost_spent} of {budget.cost_cap})."
+        )
     if annotator_id is not None and budget.annotator_daily_cap is not None:
-        today = Label.objects.filter(
-            campaign_id=budget.campaign_id,
-            annotator_id=annotator_id,
-            created_at__gte=_utc_day_start(timezone.now()),
-        ).count()
+        # Counted from the ledger, the record of what was spent, under the budget lock.
+        today = (
+            LedgerEntry.objects.filter(
+                budget=budget,
+                annotator_id=annotator_id,
+                created_at__gte=_utc_day_start(timezone.now()),
+            ).aggregate(n=Sum("labels"))["n"]
+            or 0
+        )
         if today >= budget.annotator_daily_cap:
-            return (
-                f"You reached today's cap of {budget.annotator_daily_cap} labels for this campaign."
+            return BudgetExhausted(
+                f"You reached today's cap of {budget.annotator_daily_cap} labels for this campaign.",
+                code="daily_cap_reached",
             )
     return None
 
@@ -66,10 +74,9 @@ def budget_debit(
 
     Raises :class:`BudgetExhausted` (and writes nothing) when a cap would be exceeded.
     """
-    reason = budget_refusal(budget=budget, source=source, annotator_id=annotator_id)
-    if reason:
-        code = "daily_cap_reached" if "today" in reason else "budget_exhausted"
-        raise BudgetExhausted(reason, code=code)
+    refusal = budget_refusal(budget=budget, source=source, annotator_id=annotator_id)
+    if refusal:
+        raise refusal
     amount = unit_cost(budget=budget, source=source)
     Budget.objects.filter(pk=budget.pk).update(
         labels_spent=F("labels_spent") + 1, cost_spent=F("cost_spent") + amount

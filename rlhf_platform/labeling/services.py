@@ -21,7 +21,7 @@ from django.utils import timezone
 from rlhf_platform.accounts.models import User
 from rlhf_platform.budgets.services import budget_debit, budget_lock, budget_refusal
 from rlhf_platform.campaigns.models import Campaign, CampaignState
-from rlhf_platform.errors import BudgetExhausted, Conflict, InvalidInput, NotFound
+from rlhf_platform.errors import Conflict, InvalidInput, NotFound
 from rlhf_platform.labeling.models import (
     Choice,
     Comparison,
@@ -118,11 +118,9 @@ def comparison_next(
             f"The campaign is {campaign.state}, not running.", code="campaign_not_running"
         )
     budget = campaign.budget
-    reason = budget_refusal(budget=budget, source=LabelSource.HUMAN, annotator_id=annotator.pk)
-    if reason:
-        raise BudgetExhausted(
-            reason, code="daily_cap_reached" if "today" in reason else "budget_exhausted"
-        )
+    refusal = budget_refusal(budget=budget, source=LabelSource.HUMAN, annotator_id=annotator.pk)
+    if refusal:
+        raise refusal
     if budget.label_cap is not None:
         # Hand out no more leases than labels left; submits still check the cap exactly.
         outstanding = Lease.objects.filter(

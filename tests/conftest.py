@@ -1,0 +1,103 @@
+"""Shared fixtures: a small named cast and a running campaign with queued comparisons.
+
+Tests run against the real PostgreSQL and Redis of the machine (see the Makefile); the
+database is never mocked.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+
+from rlhf_platform.accounts.models import Role, User
+from rlhf_platform.campaigns.models import Campaign
+from rlhf_platform.campaigns.services import (
+    campaign_add_member,
+    campaign_create,
+    campaign_set_state,
+    comparisons_import_pairs,
+)
+
+
+def make_user(username: str, role: str = Role.ANNOTATOR, **extra) -> User:
+    return User.objects.create_user(
+        username=username, password="pw-" + username, role=role, **extra
+    )
+
+
+@pytest.fixture
+def researcher(db) -> User:
+    return make_user("rita", Role.RESEARCHER)
+
+
+@pytest.fixture
+def annotator(db) -> User:
+    return make_user("anna")
+
+
+@pytest.fixture
+def other_annotator(db) -> User:
+    return make_user("otto")
+
+
+@pytest.fixture
+def outsider(db) -> User:
+    """An annotator who belongs to another campaign only."""
+    return make_user("olga")
+
+
+@pytest.fixture
+def admin_user(db) -> User:
+    return make_user("ada", Role.ADMIN, is_staff=True, is_superuser=True)
+
+
+def make_campaign(
+    owner: User,
+    *,
+    name: str = "Helpfulness",
+    pairs: int = 5,
+    members: tuple[User, ...] = (),
+    start: bool = True,
+    overlap: int = 1,
+    label_cap: int | None = None,
+    cost_cap: Decimal | None = None,
+    human_label_cost: Decimal = Decimal("0.10"),
+    annotator_daily_cap: int | None = None,
+) -> Campaign:
+    campaign = campaign_create(
+        owner=owner,
+        name=name,
+        labels_per_comparison=overlap,
+        label_cap=label_cap,
+        cost_cap=cost_cap,
+        human_label_cost=human_label_cost,
+        annotator_daily_cap=annotator_daily_cap,
+    )
+    for user in members:
+        campaign_add_member(campaign=campaign, user=user)
+    comparisons_import_pairs(
+        campaign=campaign,
+        pairs=[
+            {
+                "prompt": f"{name} prompt {i}",
+                "response_a": f"answer A{i}",
+                "response_b": f"answer B{i}",
+                "priority": i,
+            }
+            for i in range(pairs)
+        ],
+    )
+    if start:
+        campaign_set_state(campaign=campaign, action="start")
+    return campaign
+
+
+@pytest.fixture
+def campaign(researcher, annotator, other_annotator) -> Campaign:
+    return make_campaign(researcher, members=(annotator, other_annotator))
+
+
+@pytest.fixture
+def foreign_campaign(researcher, outsider) -> Campaign:
+    return make_campaign(researcher, name="Other team", members=(outsider,))
