@@ -603,16 +603,22 @@ class ENNTrainer:
     ) -> dict[str, float]:
         """Reset to the initial weights and fit from scratch on all the given labels.
 
-        For the offline and periodic algorithms. The optimizer is rebuilt, and the replay
-        buffer is refilled with these labels so that later ``step`` calls continue from them.
+        For the offline and periodic algorithms. Everything is reset as in a fresh trainer
+        (weights, optimizer, replay buffer, generator, step count), so a refit depends only on
+        the config and the data, not on what the trainer did before. Afterwards the replay
+        buffer holds these labels, so later ``step`` calls continue from them.
         Returns the metrics of the last minibatch and ``loss_full``, the loss on all data.
         """
         features_a, features_b, targets = _check_batch(features_a, features_b, targets, mask)
         epochs = self.config.refit_epochs if epochs is None else epochs
         batch_size = self.config.refit_batch_size if batch_size is None else batch_size
+        if epochs < 0 or batch_size < 1:
+            raise ValueError("epochs must be >= 0 and batch_size >= 1")
         self.model.reset_to_initial()
         self.optimizer = self._new_optimizer()
         self.replay.clear()
+        self.generator.manual_seed(self.config.seed + 1)
+        self.steps = 0
         n = targets.shape[0]
         weights = self.bootstrap_weights(n)
         metrics: dict[str, float] = {}
