@@ -181,7 +181,10 @@ class PoolPolicy:
         g = torch.Generator().manual_seed(seed)
         pidx = self.prompt_indices(prompts)
         idx = self.sample_indices(pidx, k, g)
-        return [[self.pool[p][c] for c in row] for p, row in zip(pidx.tolist(), idx.tolist())]
+        return [
+            [self.pool[p][c] for c in row]
+            for p, row in zip(pidx.tolist(), idx.tolist(), strict=True)
+        ]
 
     def greedy(self, prompts: list[str]) -> list[str]:
         pidx = self.prompt_indices(prompts)

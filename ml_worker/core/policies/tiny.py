@@ -1,17 +1,17 @@
 """A tiny randomly initialized Llama-style causal LM with an in-code tokenizer, for fast tests.
 
-Nothing is downloaded: the tokenizer is byte-level (every UTF-8 byte is one token, so any text
-round-trips exactly) with three special tokens and a ChatML-style chat template like
-SmolLM2's. The model is a 2-layer Llama with hidden size 32 built from a `LlamaConfig`.
+Nothing is downloaded: the tokenizer is character-level over printable ASCII, with pad, bos,
+eos and unk special tokens and a ChatML-style chat template like SmolLM2's. The model is a 2-layer Llama with hidden size 32 built from a `LlamaConfig`.
 """
 
 from __future__ import annotations
 
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers
+from tokenizers import Tokenizer, decoders, models
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-PAD, BOS, EOS = "<|pad|>", "<|im_start|>", "<|im_end|>"
+PAD, BOS, EOS, UNK = "<|pad|>", "<|im_start|>", "<|im_end|>", "<|unk|>"
+CHARS = "\n\t" + "".join(chr(c) for c in range(32, 127))  # printable ASCII
 
 CHAT_TEMPLATE = (
     "{% for message in messages %}"
@@ -22,39 +22,25 @@ CHAT_TEMPLATE = (
 
 
 def tiny_tokenizer() -> PreTrainedTokenizerFast:
-    """Byte-level tokenizer: ids 0..2 are pad/bos/eos, ids 3..258 the 256 bytes."""
-    byte_chars = sorted(pre_tokenizers.ByteLevel.alphabet(), key=lambda c: _byte_of(c))
-    vocab = {PAD: 0, BOS: 1, EOS: 2}
-    for i, ch in enumerate(byte_chars):
-        vocab[ch] = 3 + i
-    tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
-    tok.decoder = decoders.ByteLevel()
-    tok.add_special_tokens([PAD, BOS, EOS])
+    """Character-level tokenizer: ids 0..3 are pad/bos/eos/unk, then one id per ASCII character.
+
+    Every token decodes to valid text, so sampled responses re-tokenize to the same ids (other
+    characters map to <|unk|>).
+    """
+    vocab = {PAD: 0, BOS: 1, EOS: 2, UNK: 3} | {ch: 4 + i for i, ch in enumerate(CHARS)}
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[], unk_token=UNK))
+    tok.decoder = decoders.Fuse()
+    tok.add_special_tokens([PAD, BOS, EOS, UNK])
     fast = PreTrainedTokenizerFast(
-        tokenizer_object=tok, pad_token=PAD, bos_token=BOS, eos_token=EOS, padding_side="left"
+        tokenizer_object=tok,
+        pad_token=PAD,
+        bos_token=BOS,
+        eos_token=EOS,
+        unk_token=UNK,
+        padding_side="left",
     )
     fast.chat_template = CHAT_TEMPLATE
     return fast
-
-
-def _byte_of(ch: str) -> int:
-    # ByteLevel maps bytes to printable code points (GPT-2's table); invert it to order by byte.
-    table = _bytes_to_unicode()
-    return {v: k for k, v in table.items()}[ch]
-
-
-def _bytes_to_unicode() -> dict[int, str]:
-    bs = list(range(ord("!"), ord("~") + 1))
-    bs += list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    cs = bs[:]
-    n = 0
-    for b in range(256):
-        if b not in bs:
-            bs.append(b)
-            cs.append(256 + n)
-            n += 1
-    return {b: chr(c) for b, c in zip(bs, cs, strict=True)}
 
 
 def tiny_causal_lm(
