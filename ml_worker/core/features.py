@@ -1,0 +1,295 @@
+"""Frozen backbone features of (prompt, response) pairs for the reward model.
+
+- ``Featurizer``: the protocol (``dim``, ``featurizer_id``, ``embed(prompts, responses)``).
+- ``LMFeaturizer``: a causal LM's final hidden state (after the final norm) at the last token
+  of the chat-formatted conversation ``[user: prompt, assistant: response]``. Texts are
+  tokenized one by one, sorted by length and batched with an explicit attention mask and
+  position ids, so a row's features do not depend on its batch, on padding side or on padding
+  length (up to float rounding).
+- ``CachedFeaturizer``: wraps any featurizer with an on-disk cache keyed by
+  ``sha256(featurizer_id, prompt, response)``; a cached row is never recomputed.
+
+Featurizing costs a prefill of the backbone (about 1,200 tokens/s for SmolLM2-135M on 2 CPU
+cores), so everything that scores responses more than once should go through the cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Literal, Protocol, runtime_checkable
+
+import numpy as np
+import torch
+from torch import Tensor
+
+__all__ = ["CachedFeaturizer", "Featurizer", "LMFeaturizer", "cache_key"]
+
+
+@runtime_checkable
+class Featurizer(Protocol):
+    """Maps (prompt, response) pairs to fixed feature vectors."""
+
+    @property
+    def dim(self) -> int: ...
+
+    @property
+    def featurizer_id(self) -> str:
+        """Changes whenever the features would change (model, weights, template, ...)."""
+        ...
+
+    def embed(self, prompts: list[str], responses: list[str]) -> Tensor:
+        """``N`` prompts and ``N`` responses -> float32 ``[N, dim]`` on the CPU."""
+        ...
+
+
+def _check_pairs(prompts: Sequence[str], responses: Sequence[str]) -> None:
+    if len(prompts) != len(responses):
+        raise ValueError(f"got {len(prompts)} prompts but {len(responses)} responses")
+
+
+# --------------------------------------------------------------------------------------------
+# Language-model features
+# --------------------------------------------------------------------------------------------
+
+
+class LMFeaturizer:
+    """Last-token final hidden state of a (frozen) transformers causal LM.
+
+    ``model``: a ``*ForCausalLM`` (its decoder is run without the LM head) or a bare decoder;
+    ``tokenizer``: its tokenizer, with a chat template. Inputs longer than ``max_length``
+    tokens are truncated from the left, so that the end of the response (where the feature is
+    read) is always kept. ``padding_side`` only matters for tests and for speed.
+    """
+
+    def __init__(
+        self,
+        model: Any,
+        tokenizer: Any,
+        *,
+        batch_size: int = 16,
+        max_length: int = 1024,
+        padding_side: Literal["left", "right"] = "right",
+        featurizer_id: str | None = None,
+    ) -> None:
+        if batch_size < 1:
+            raise ValueError("batch_size must be >= 1")
+        if padding_side not in ("left", "right"):
+            raise ValueError(f"padding_side must be 'left' or 'right', got {padding_side!r}")
+        self.model = model
+        self.tokenizer = tokenizer
+        self.batch_size = batch_size
+        self.max_length = max_length
+        self.padding_side = padding_side
+        get_decoder = getattr(model, "get_decoder", None)
+        self._decoder = get_decoder() if callable(get_decoder) else model
+        if self._decoder is None:
+            self._decoder = model
+        self._dim = int(model.config.hidden_size)
+        self._id = featurizer_id or self._fingerprint()
+        self.forward_calls = 0  # number of backbone forward passes (for tests and stats)
+
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    @property
+    def featurizer_id(self) -> str:
+        return self._id
+
+    def _fingerprint(self) -> str:
+        """Id from the config, a sample of the embedding weights and the chat template."""
+        h = hashlib.sha256()
+        h.update(self.model.config.to_json_string(use_diff=False).encode())
+        emb = self.model.get_input_embeddings().weight.detach()
+        for rows in (emb[:8], emb[-8:]):
+            h.update(rows.float().cpu().numpy().tobytes())
+        h.update(str(getattr(self.tokenizer, "chat_template", "")).encode())
+        h.update(f"max_length={self.max_length}".encode())
+        name = getattr(self.model.config, "name_or_path", "") or self.model.config.model_type
+        return f"lm:{name}:{h.hexdigest()[:16]}"
+
+    def format(self, prompt: str, response: str) -> str:
+        """The chat-formatted text whose last token's hidden state is the feature."""
+        messages = [
+            {"role": "user", "content": prompt},
+            {"role": "assistant", "content": response},
+        ]
+        return self.tokenizer.apply_chat_template(messages, tokenize=False)
+
+    def tokenize(self, prompts: Sequence[str], responses: Sequence[str]) -> list[list[int]]:
+        """Token ids per pair, left-truncated to ``max_length``."""
+        _check_pairs(prompts, responses)
+        texts = [self.format(p, r) for p, r in zip(prompts, responses, strict=True)]
+        if not texts:
+            return []
+        ids = self.tokenizer(texts, add_special_tokens=False)["input_ids"]
+        return [list(row[-self.max_length :]) for row in ids]
+
+    def embed(self, prompts: list[str], responses: list[str]) -> Tensor:
+        """``[N, dim]`` float32 features (CPU), in the order of the inputs."""
+        ids = self.tokenize(prompts, responses)
+        out = torch.empty(len(ids), self.dim, dtype=torch.float32)
+        if not ids:
+            return out
+        order = sorted(range(len(ids)), key=lambda i: len(ids[i]))
+        for start in range(0, len(order), self.batch_size):
+            chunk = order[start : start + self.batch_size]
+            out[chunk] = self._forward([ids[i] for i in chunk])
+        return out
+
+    def _forward(self, rows: list[list[int]]) -> Tensor:
+        """Padded forward of one batch -> ``[n, dim]`` last-token hidden states."""
+        device = next(self.model.parameters()).device
+        width = max(len(r) for r in rows)
+        if min(len(r) for r in rows) == 0:
+            raise ValueError("a formatted (prompt, response) produced no tokens")
+        pad_id = self.tokenizer.pad_token_id
+        pad_id = 0 if pad_id is None else int(pad_id)  # masked out: any id works
+        input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, row in enumerate(rows):
+            sl = slice(width - len(row), width) if self.padding_side == "left" else slice(len(row))
+            input_ids[i, sl] = torch.tensor(row, dtype=torch.long)
+            mask[i, sl] = 1
+        # Real tokens get positions 0..len-1 whatever the padding side.
+        position_ids = (mask.cumsum(dim=1) - 1).clamp(min=0)
+        last = width - 1 - mask.flip(dims=[1]).argmax(dim=1)  # index of the last real token
+        was_training = self.model.training
+        self.model.eval()
+        try:
+            with torch.no_grad():
+                hidden = self._decoder(
+                    input_ids=input_ids.to(device),
+                    attention_mask=mask.to(device),
+                    position_ids=position_ids.to(device),
+                    use_cache=False,
+                ).last_hidden_state
+        finally:
+            self.model.train(was_training)
+        self.forward_calls += 1
+        return hidden[torch.arange(len(rows), device=device), last.to(device)].float().cpu()
+
+
+# --------------------------------------------------------------------------------------------
+# Cache
+# --------------------------------------------------------------------------------------------
+
+
+def cache_key(featurizer_id: str, prompt: str, response: str) -> str:
+    """sha256 hex of an unambiguous encoding of (featurizer id, prompt, response)."""
+    payload = json.dumps([featurizer_id, prompt, response], ensure_ascii=False)
+    return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+
+
+class CachedFeaturizer:
+    """On-disk feature cache in front of another featurizer.
+
+    One ``.npy`` file per row at ``cache_dir/<key[:2]>/<key>.npy``, written to a temporary
+    name and renamed into place, so concurrent workers (even on several hosts sharing the
+    directory) never read a half-written row; two workers computing the same row both write
+    identical bytes. Within a call, repeated pairs are computed once. Misses are computed in
+    chunks of ``chunk_size`` and written as they finish, so an interrupted run keeps its work;
+    ``progress=True`` (or ``None``: only when at least ``progress_min`` rows are missing) shows
+    a tqdm bar.
+    """
+
+    def __init__(
+        self,
+        inner: Featurizer,
+        cache_dir: str | Path,
+        *,
+        progress: bool | None = None,
+        progress_min: int = 256,
+        chunk_size: int = 256,
+    ) -> None:
+        self.inner = inner
+        self.cache_dir = Path(cache_dir)
+        self.progress = progress
+        self.progress_min = progress_min
+        self.chunk_size = chunk_size
+        self.hits = 0
+        self.misses = 0
+
+    @property
+    def dim(self) -> int:
+        return self.inner.dim
+
+    @property
+    def featurizer_id(self) -> str:
+        return self.inner.featurizer_id
+
+    def path_for(self, key: str) -> Path:
+        return self.cache_dir / key[:2] / f"{key}.npy"
+
+    def _read(self, key: str) -> Tensor | None:
+        path = self.path_for(key)
+        try:
+            row = np.load(path, allow_pickle=False)
+        except FileNotFoundError:
+            return None
+        except (ValueError, OSError, EOFError):
+            return None  # unreadable (e.g. truncated by a crash outside our atomic write)
+        if row.shape != (self.dim,):
+            return None
+        return torch.from_numpy(row.astype(np.float32, copy=False))
+
+    def _write(self, key: str, row: Tensor) -> None:
+        path = self.path_for(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{key}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                np.save(f, row.detach().float().cpu().numpy(), allow_pickle=False)
+            os.replace(tmp, path)
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+
+    def embed(self, prompts: list[str], responses: list[str]) -> Tensor:
+        """``[N, dim]`` float32; only rows missing from the cache reach the inner featurizer."""
+        _check_pairs(prompts, responses)
+        fid = self.featurizer_id
+        keys = [cache_key(fid, p, r) for p, r in zip(prompts, responses, strict=True)]
+        out = torch.empty(len(keys), self.dim, dtype=torch.float32)
+        missing: dict[str, list[int]] = {}
+        for i, key in enumerate(keys):
+            if key in missing:
+                missing[key].append(i)
+                continue
+            row = self._read(key)
+            if row is None:
+                missing[key] = [i]
+            else:
+                out[i] = row
+                self.hits += 1
+        todo = list(missing.items())
+        self.misses += len(todo)
+        show = self.progress if self.progress is not None else len(todo) >= self.progress_min
+        bar = None
+        if show and todo:
+            from tqdm.auto import tqdm
+
+            bar = tqdm(total=len(todo), desc="features", unit="row")
+        try:
+            for start in range(0, len(todo), self.chunk_size):
+                chunk = todo[start : start + self.chunk_size]
+                first = [idx[0] for _, idx in chunk]
+                rows = self.inner.embed([prompts[i] for i in first], [responses[i] for i in first])
+                if rows.shape != (len(chunk), self.dim):
+                    raise ValueError(
+                        f"inner featurizer returned {tuple(rows.shape)}, "
+                        f"expected {(len(chunk), self.dim)}"
+                    )
+                for (key, idx), row in zip(chunk, rows, strict=True):
+                    self._write(key, row)
+                    out[idx] = row.float()
+                if bar is not None:
+                    bar.update(len(chunk))
+        finally:
+            if bar is not None:
+                bar.close()
+        return out
