@@ -66,6 +66,30 @@ class Campaign(models.Model):
         max_length=16, choices=CampaignState.choices, default=CampaignState.DRAFT
     )
     seed = models.BigIntegerField(default=0)
+    max_rounds = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        help_text="Stop after this many rounds (empty: until the budget ends).",
+    )
+    eval_every = models.PositiveIntegerField(
+        default=1, help_text="Evaluate the policy every N rounds (0: never)."
+    )
+    periodic_tau = models.PositiveIntegerField(
+        default=4, help_text="Periodic algorithm: refit everything every tau rounds."
+    )
+    round_deadline_seconds = models.PositiveIntegerField(
+        default=3600, help_text="A labeling round closes at this deadline, leftovers recorded."
+    )
+    mixed_fraction = models.FloatField(
+        default=0.0, help_text="Mixed feedback: share of comparisons sent to the judge too."
+    )
+    # Switched together in one UPDATE once a round's new versions are registered.
+    active_policy_version = models.ForeignKey(
+        "ModelVersion", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    active_reward_version = models.ForeignKey(
+        "ModelVersion", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -158,7 +182,13 @@ class ModelVersion(models.Model):
                 fields=["campaign", "kind", "artifact_path"],
                 condition=~Q(artifact_path=""),
                 name="model_version_artifact_unique",
-            )
+            ),
+            # A round produces at most one version of each kind, even if its step is re-run.
+            models.UniqueConstraint(
+                fields=["round", "kind"],
+                condition=Q(round__isnull=False),
+                name="model_version_one_per_round_kind",
+            ),
         ]
 
     def __str__(self) -> str:
@@ -191,6 +221,14 @@ class Round(models.Model):
     failure_reason = models.TextField(blank=True)
     transitions = models.JSONField(
         default=list, blank=True, help_text="[[state, ISO timestamp], ...] in order."
+    )
+    # Who is working on the current state's step; a stale heartbeat lets another worker take
+    # over after a crash (see rlhf_platform/rounds/state.py).
+    claim_token = models.CharField(max_length=64, blank=True)
+    claimed_at = models.DateTimeField(null=True, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    leftovers = models.PositiveIntegerField(
+        default=0, help_text="Comparisons still unlabeled when the round closed."
     )
     started_at = models.DateTimeField(auto_now_add=True)
     finished_at = models.DateTimeField(null=True, blank=True)
@@ -228,3 +266,30 @@ class Response(models.Model):
 
     def __str__(self) -> str:
         return self.text[:60]
+
+
+class Evaluation(models.Model):
+    """Win rate of a policy version against the initial policy on the eval prompts."""
+
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="evaluations")
+    round = models.ForeignKey(Round, on_delete=models.CASCADE, related_name="evaluations")
+    policy_version = models.ForeignKey(
+        ModelVersion, on_delete=models.CASCADE, related_name="evaluations"
+    )
+    labels_spent = models.PositiveIntegerField()
+    win_rate = models.FloatField()
+    ci_low = models.FloatField()
+    ci_high = models.FloatField()
+    n_prompts = models.PositiveIntegerField()
+    n_invalid = models.PositiveIntegerField(default=0)
+    judge = models.CharField(max_length=100)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["campaign", "labels_spent"]
+        constraints = [
+            models.UniqueConstraint(fields=["round"], name="evaluation_one_per_round"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.campaign} @ {self.labels_spent} labels: {self.win_rate:.3f}"

@@ -152,6 +152,7 @@ class Label(models.Model):
         related_name="labels",
     )
     judge_name = models.CharField(max_length=100, blank=True)
+    judge_prob_a = models.FloatField(null=True, blank=True, help_text="Judge's P(A > B).")
     choice = models.CharField(max_length=8, choices=Choice.choices)
     shown_swapped = models.BooleanField(default=False)
     rationale = models.TextField(blank=True)
@@ -178,7 +179,35 @@ class Label(models.Model):
                 condition=Q(source="judge") | Q(annotator__isnull=False),
                 name="label_human_has_annotator",
             ),
+            # A judge labels a comparison at most once, however often its task is re-run.
+            models.UniqueConstraint(
+                fields=["comparison", "judge_name"],
+                condition=Q(source="judge"),
+                name="label_one_per_judge_comparison",
+            ),
         ]
 
     def __str__(self) -> str:
         return f"label {self.pk}: {self.choice} on {self.comparison_id}"
+
+
+class JudgeCall(models.Model):
+    """Every call to a judge, valid or not. Invalid answers are never labels."""
+
+    comparison = models.ForeignKey(Comparison, on_delete=models.CASCADE, related_name="judge_calls")
+    judge_name = models.CharField(max_length=100)
+    valid = models.BooleanField()
+    invalid_reason = models.TextField(blank=True)
+    prob_a = models.FloatField(null=True, blank=True)
+    choice = models.CharField(max_length=8, blank=True)
+    order_disagreement = models.BooleanField(null=True, blank=True)
+    tokens_in = models.PositiveIntegerField(default=0)
+    tokens_out = models.PositiveIntegerField(default=0)
+    attempt = models.PositiveSmallIntegerField(default=1)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.judge_name} on {self.comparison_id}: {'ok' if self.valid else 'invalid'}"
