@@ -238,7 +238,6 @@ class ENNRewardModel(nn.Module):
         for i, (w, b) in enumerate(prior):
             self.register_buffer(f"prior_w{i}", w)
             self.register_buffer(f"prior_b{i}", b)
-        self._init_names = [name for name, _ in self.named_parameters()]
         for name, p in self.named_parameters():
             self.register_buffer(f"init_{name}", p.detach().clone())
 
@@ -568,10 +567,13 @@ class ENNTrainer:
 
         ``features_a, features_b: [N, D]`` (responses A and B of each new label), ``targets:
         [N]`` in {1, 0, 0.5}; ``mask: bool[N]`` drops labels (e.g. "both bad", see
-        ``choices_to_targets``). The new labels join the replay buffer afterwards.
-        Returns metrics of the last gradient step (before it was applied).
+        ``choices_to_targets``). The new labels join the replay buffer afterwards. With no new
+        label left the call changes nothing. Returns the metrics of the last gradient step
+        (computed before it was applied).
         """
         features_a, features_b, targets = _check_batch(features_a, features_b, targets, mask)
+        if targets.shape[0] == 0:  # nothing new (e.g. only "both bad"): no update at all
+            return {"n_new": 0.0, "n_replay": 0.0}
         new_w = self.bootstrap_weights(targets.shape[0])
         old_a, old_b, old_t, old_w = self.replay.sample(self.config.replay_batch, self.generator)
         n_replay = int(old_t.shape[0])
@@ -584,9 +586,8 @@ class ENNTrainer:
         else:
             fa, fb, t, w = features_a, features_b, targets, new_w
         metrics: dict[str, float] = {}
-        if t.shape[0]:
-            for _ in range(self.config.gradient_steps):
-                metrics = self._update(fa, fb, t, w)
+        for _ in range(self.config.gradient_steps):
+            metrics = self._update(fa, fb, t, w)
         self.replay.add(features_a, features_b, targets, new_w, self.generator)
         metrics.update({"n_new": float(targets.shape[0]), "n_replay": float(n_replay)})
         return metrics

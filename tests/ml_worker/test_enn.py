@@ -408,3 +408,14 @@ def test_config_rejects_unknown_fields_and_bad_values() -> None:
         ENNConfig(feature_dim=3, bootstrap="poisson")  # type: ignore[arg-type]
     with pytest.raises(ValueError):
         ENNConfig(feature_dim=0)
+
+
+def test_a_step_without_new_labels_changes_nothing() -> None:
+    trainer = ENNTrainer(small_config())
+    trainer.step(*labels(6))
+    before = [p.clone() for p in trainer.model.parameters()]
+    fa, fb, t = labels(2, seed=8)
+    metrics = trainer.step(fa, fb, t, torch.tensor([False, False]))
+    assert metrics["n_new"] == 0 and trainer.steps == 1 and len(trainer.replay) == 6
+    for p, q in zip(before, trainer.model.parameters(), strict=True):
+        assert torch.equal(p, q)
