@@ -1,9 +1,50 @@
 from __future__ import annotations
 
-from django.urls import path
+from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
+from rlhf_platform.api import auth, campaigns, labeling
+
+v1 = [
+    path("auth/token/", auth.AuthTokenApi.as_view(), name="auth-token"),
+    path("campaigns/", campaigns.CampaignListCreateApi.as_view(), name="campaigns"),
+    path(
+        "campaigns/<int:campaign_id>/",
+        campaigns.CampaignDetailApi.as_view(),
+        name="campaign-detail",
+    ),
+    path(
+        "campaigns/<int:campaign_id>/state/",
+        campaigns.CampaignStateApi.as_view(),
+        name="campaign-state",
+    ),
+    path(
+        "campaigns/<int:campaign_id>/members/",
+        campaigns.CampaignMembersApi.as_view(),
+        name="campaign-members",
+    ),
+    path(
+        "campaigns/<int:campaign_id>/prompts/import/",
+        campaigns.PromptImportApi.as_view(),
+        name="campaign-prompts-import",
+    ),
+    path(
+        "campaigns/<int:campaign_id>/progress/",
+        campaigns.CampaignProgressApi.as_view(),
+        name="campaign-progress",
+    ),
+    path(
+        "campaigns/<int:campaign_id>/next/",
+        labeling.NextComparisonApi.as_view(),
+        name="comparison-next",
+    ),
+    path("leases/<int:lease_id>/label/", labeling.LabelSubmitApi.as_view(), name="lease-label"),
+    path("leases/<int:lease_id>/skip/", labeling.LeaseSkipApi.as_view(), name="lease-skip"),
+    path("leases/<int:lease_id>/renew/", labeling.LeaseRenewApi.as_view(), name="lease-renew"),
+]
+
 urlpatterns = [
+    path("v1/", include((v1, "api"), namespace="v1")),
     path("schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
 ]

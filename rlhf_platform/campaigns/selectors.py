@@ -70,3 +70,11 @@ def campaign_progress(campaign: Campaign) -> CampaignProgress:
         prompts_train=prompts["train"],
         prompts_eval=prompts["eval"],
     )
+
+
+def get_user_by_username(username: str) -> User:
+    """An active user, to add to a campaign. Managers may learn whether a username exists."""
+    user = User.objects.filter(username=username, is_active=True).first()
+    if user is None:
+        raise NotFound(f"No active user named {username!r}.", code="user_not_found")
+    return user

@@ -1,0 +1,401 @@
+"""Campaign endpoints: list, create, detail, state changes, members, prompt import, progress."""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import (
+    extend_schema,
+    extend_schema_serializer,
+)
+from rest_framework import serializers, status
+from rest_framework.pagination import LimitOffsetPagination
+from rest_framework.parsers import JSONParser, MultiPartParser
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from rlhf_platform.api.common import ApiView, enum_string_field, error_responses
+from rlhf_platform.api.permissions import require_researcher
+from rlhf_platform.budgets.selectors import budget_status
+from rlhf_platform.campaigns.models import (
+    AcquisitionRule,
+    Algorithm,
+    Campaign,
+    CampaignState,
+    FeedbackMode,
+)
+from rlhf_platform.campaigns.selectors import (
+    campaign_progress,
+    campaigns_visible_to,
+    get_campaign_for_user,
+    get_user_by_username,
+)
+from rlhf_platform.campaigns.services import (
+    STATE_ACTIONS,
+    campaign_add_member,
+    campaign_create,
+    campaign_set_state,
+    prompts_import,
+)
+from rlhf_platform.errors import InvalidInput
+
+TAG = ["campaigns"]
+INT32_MAX = 2**31 - 1
+INT64_MAX = 2**63 - 1
+# An import is parsed whole, in memory, inside one transaction: 20 MB is ~100k prompts.
+IMPORT_MAX_BYTES = 20 * 1024 * 1024
+IMPORT_FORMATS = ["jsonl", "csv"]
+_EXTENSIONS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv"}
+
+
+@extend_schema_serializer(component_name="CampaignDetail")
+class CampaignDetailOutputSerializer(serializers.Serializer):
+    """A campaign as its detail page and its creation return it."""
+
+    @extend_schema_serializer(component_name="CampaignBudgetConfig")
+    class BudgetSerializer(serializers.Serializer):
+        label_cap = serializers.IntegerField(allow_null=True)
+        cost_cap = serializers.DecimalField(max_digits=12, decimal_places=4, allow_null=True)
+        annotator_daily_cap = serializers.IntegerField(allow_null=True)
+        human_label_cost = serializers.DecimalField(max_digits=12, decimal_places=6)
+        judge_call_cost = serializers.DecimalField(max_digits=12, decimal_places=6)
+
+    id = serializers.IntegerField()
+    name = serializers.CharField()
+    description = serializers.CharField()
+    guidelines = serializers.CharField()
+    owner = serializers.CharField(source="owner.username")
+    state = serializers.ChoiceField(choices=CampaignState.choices)
+    algorithm = serializers.ChoiceField(choices=Algorithm.choices)
+    feedback_mode = serializers.ChoiceField(choices=FeedbackMode.choices)
+    acquisition_rule = serializers.ChoiceField(choices=AcquisitionRule.choices)
+    prompts_per_round = serializers.IntegerField()
+    responses_per_prompt = serializers.IntegerField()
+    labels_per_comparison = serializers.IntegerField()
+    seed = serializers.IntegerField()
+    judge_config = serializers.DictField()
+    policy_config = serializers.DictField()
+    reward_config = serializers.DictField()
+    budget = BudgetSerializer()
+    created_at = serializers.DateTimeField()
+    updated_at = serializers.DateTimeField()
+
+
+class CampaignListCreateApi(ApiView):
+    @extend_schema_serializer(component_name="CampaignListItem")
+    class ListOutputSerializer(serializers.Serializer):
+        id = serializers.IntegerField()
+        name = serializers.CharField()
+        description = serializers.CharField()
+        owner = serializers.CharField(source="owner.username")
+        state = serializers.ChoiceField(choices=CampaignState.choices)
+        algorithm = serializers.ChoiceField(choices=Algorithm.choices)
+        feedback_mode = serializers.ChoiceField(choices=FeedbackMode.choices)
+        created_at = serializers.DateTimeField()
+
+    @extend_schema_serializer(component_name="CampaignCreate")
+    class CreateInputSerializer(serializers.Serializer):
+        name = serializers.CharField(max_length=200)
+        description = serializers.CharField(required=False, allow_blank=True)
+        guidelines = serializers.CharField(
+            required=False, allow_blank=True, help_text="Shown to annotators beside each pair."
+        )
+        algorithm = serializers.ChoiceField(choices=Algorithm.choices, required=False)
+        feedback_mode = serializers.ChoiceField(choices=FeedbackMode.choices, required=False)
+        acquisition_rule = serializers.ChoiceField(choices=AcquisitionRule.choices, required=False)
+        prompts_per_round = serializers.IntegerField(
+            min_value=1, max_value=INT32_MAX, required=False
+        )
+        responses_per_prompt = serializers.IntegerField(
+            min_value=2, max_value=INT32_MAX, required=False
+        )
+        labels_per_comparison = serializers.IntegerField(
+            min_value=1, max_value=32767, required=False, help_text="Overlap."
+        )
+        seed = serializers.IntegerField(
+            min_value=-INT64_MAX - 1, max_value=INT64_MAX, required=False
+        )
+        judge_config = serializers.DictField(required=False)
+        policy_config = serializers.DictField(required=False)
+        reward_config = serializers.DictField(required=False)
+        label_cap = serializers.IntegerField(
+            min_value=0, max_value=INT32_MAX, required=False, allow_null=True
+        )
+        cost_cap = serializers.DecimalField(
+            max_digits=12, decimal_places=4, min_value=0, required=False, allow_null=True
+        )
+        annotator_daily_cap = serializers.IntegerField(
+            min_value=0, max_value=INT32_MAX, required=False, allow_null=True
+        )
+        human_label_cost = serializers.DecimalField(
+            max_digits=12, decimal_places=6, min_value=0, required=False
+        )
+        judge_call_cost = serializers.DecimalField(
+            max_digits=12, decimal_places=6, min_value=0, required=False
+        )
+
+    pagination_class = LimitOffsetPagination
+
+    @extend_schema(
+        tags=TAG,
+        operation_id="campaigns_list",
+        summary="Campaigns the caller may see",
+        description="Annotators: the campaigns they belong to. Researchers: the ones they own "
+        "or belong to. Admins: all. Paginated with `limit` and `offset`.",
+        responses={
+            200: ListOutputSerializer(many=True),
+            **error_responses(body=False),
+        },
+    )
+    def get(self, request: Request) -> Response:
+        paginator = self.pagination_class()
+        qs = campaigns_visible_to(request.user).select_related("owner")
+        page = paginator.paginate_queryset(qs, request, view=self)
+        return paginator.get_paginated_response(self.ListOutputSerializer(page, many=True).data)
+
+    @extend_schema(
+        tags=TAG,
+        operation_id="campaigns_create",
+        summary="Create a campaign (researchers and admins)",
+        description="The campaign starts in the `draft` state, owned by the caller, with its "
+        "budget. Omitted fields take the model defaults.",
+        request=CreateInputSerializer,
+        responses={
+            201: CampaignDetailOutputSerializer,
+            **error_responses(
+                e403="`permission_denied` (the caller is an annotator)",
+                e409="`name_taken`",
+            ),
+        },
+    )
+    def post(self, request: Request) -> Response:
+        require_researcher(request.user)
+        serializer = self.CreateInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        campaign = campaign_create(owner=request.user, **serializer.validated_data)
+        return Response(
+            CampaignDetailOutputSerializer(campaign).data, status=status.HTTP_201_CREATED
+        )
+
+
+class CampaignDetailApi(ApiView):
+    @extend_schema(
+        tags=TAG,
+        operation_id="campaigns_retrieve",
+        summary="One campaign",
+        responses={
+            200: CampaignDetailOutputSerializer,
+            **error_responses(body=False, e404="`not_found` (unknown, or not visible to you)"),
+        },
+    )
+    def get(self, request: Request, campaign_id: int) -> Response:
+        campaign = get_campaign_for_user(request.user, campaign_id)
+        return Response(CampaignDetailOutputSerializer(campaign).data)
+
+
+class CampaignStateApi(ApiView):
+    @extend_schema_serializer(component_name="CampaignStateChange")
+    class InputSerializer(serializers.Serializer):
+        action = enum_string_field(
+            list(STATE_ACTIONS),
+            help_text="start: draft to running; pause: running to paused; resume: paused to "
+            "running; finish: any but finished to finished.",
+        )
+
+    @extend_schema_serializer(component_name="CampaignStateOutput")
+    class OutputSerializer(serializers.Serializer):
+        id = serializers.IntegerField()
+        state = serializers.ChoiceField(choices=CampaignState.choices)
+
+    @extend_schema(
+        tags=TAG,
+        operation_id="campaigns_state",
+        summary="Start, pause, resume or finish a campaign (owner or admin)",
+        request=InputSerializer,
+        responses={
+            200: OutputSerializer,
+            **error_responses(
+                e400="`invalid_action`",
+                e403="`permission_denied` (a member who does not manage the campaign)",
+                e404="`not_found`",
+                e409="`invalid_transition` (e.g. resume a running campaign)",
+            ),
+        },
+    )
+    def post(self, request: Request, campaign_id: int) -> Response:
+        campaign = get_campaign_for_user(request.user, campaign_id, manage=True)
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        campaign = campaign_set_state(campaign=campaign, action=serializer.validated_data["action"])
+        return Response(self.OutputSerializer(campaign).data)
+
+
+class CampaignMembersApi(ApiView):
+    @extend_schema_serializer(component_name="CampaignMemberAdd")
+    class InputSerializer(serializers.Serializer):
+        username = serializers.CharField(max_length=150)
+
+    @extend_schema_serializer(component_name="CampaignMember")
+    class OutputSerializer(serializers.Serializer):
+        campaign_id = serializers.IntegerField()
+        username = serializers.CharField(source="user.username")
+        role = serializers.CharField(source="user.role")
+        created_at = serializers.DateTimeField()
+
+    @extend_schema(
+        tags=TAG,
+        operation_id="campaigns_members_add",
+        summary="Add a member (owner or admin); adding a member twice changes nothing",
+        request=InputSerializer,
+        responses={
+            200: OutputSerializer,
+            **error_responses(
+                e403="`permission_denied`",
+                e404="`not_found` (campaign), `user_not_found`",
+            ),
+        },
+    )
+    def post(self, request: Request, campaign_id: int) -> Response:
+        campaign = get_campaign_for_user(request.user, campaign_id, manage=True)
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        user = get_user_by_username(serializer.validated_data["username"])
+        membership = campaign_add_member(campaign=campaign, user=user)
+        return Response(self.OutputSerializer(membership).data)
+
+
+class PromptImportApi(ApiView):
+    parser_classes = [JSONParser, MultiPartParser]
+
+    @extend_schema_serializer(component_name="PromptImportText")
+    class JsonInputSerializer(serializers.Serializer):
+        format = enum_string_field(IMPORT_FORMATS)
+        content = serializers.CharField(trim_whitespace=False)
+
+    @extend_schema_serializer(component_name="PromptImportFile")
+    class FileInputSerializer(serializers.Serializer):
+        file = serializers.FileField(
+            help_text=f"UTF-8 text, at most {IMPORT_MAX_BYTES // 2**20} MB."
+        )
+        format = enum_string_field(
+            IMPORT_FORMATS,
+            required=False,
+            help_text="Defaults from the file name: .jsonl/.ndjson or .csv.",
+        )
+
+    @extend_schema_serializer(component_name="PromptImportResult")
+    class OutputSerializer(serializers.Serializer):
+        count = serializers.IntegerField(help_text="Prompts imported.")
+
+    @extend_schema(
+        tags=TAG,
+        operation_id="campaigns_prompts_import",
+        summary="Import prompts from JSONL or CSV (owner or admin): every row or none",
+        description="JSONL: one object per line with `prompt` (or `messages`), optional "
+        "`split` (train/eval), `reference`, `metadata`. CSV: a header row with a `prompt` "
+        "column and the same optional columns. Any bad row rejects the whole file with "
+        "`import_invalid` and `details: [{line, error}, ...]`; nothing is imported.",
+        request={
+            "application/json": JsonInputSerializer,
+            "multipart/form-data": FileInputSerializer,
+        },
+        responses={
+            201: OutputSerializer,
+            **error_responses(
+                e400="`import_invalid` (bad rows, listed in `details`; or a CSV without a "
+                "`prompt` column), `import_empty`, `invalid_format`, `invalid_encoding`, "
+                "`file_too_large`",
+                e403="`permission_denied`",
+                e404="`not_found`",
+            ),
+        },
+    )
+    def post(self, request: Request, campaign_id: int) -> Response:
+        campaign = get_campaign_for_user(request.user, campaign_id, manage=True)
+        if request.content_type.startswith("multipart/"):
+            content, fmt = self._read_file(request)
+        else:
+            serializer = self.JsonInputSerializer(data=request.data)
+            serializer.is_valid(raise_exception=True)
+            content, fmt = serializer.validated_data["content"], serializer.validated_data["format"]
+        prompts = prompts_import(campaign=campaign, content=content, fmt=fmt)
+        return Response(
+            self.OutputSerializer({"count": len(prompts)}).data, status=status.HTTP_201_CREATED
+        )
+
+    def _read_file(self, request: Request) -> tuple[str, str]:
+        serializer = self.FileInputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        upload = serializer.validated_data["file"]
+        fmt = serializer.validated_data.get("format")
+        if not fmt:
+            name = (upload.name or "").lower()
+            fmt = next((f for ext, f in _EXTENSIONS.items() if name.endswith(ext)), None)
+            if fmt is None:
+                raise InvalidInput(
+                    "Cannot tell the format from the file name; send format=jsonl or csv.",
+                    code="invalid_format",
+                )
+        if upload.size > IMPORT_MAX_BYTES:
+            raise InvalidInput(
+                f"The file is {upload.size} bytes; at most {IMPORT_MAX_BYTES} are accepted.",
+                code="file_too_large",
+            )
+        try:
+            return upload.read().decode("utf-8-sig"), fmt
+        except UnicodeDecodeError as exc:
+            raise InvalidInput(
+                f"The file is not UTF-8 text (byte {exc.start}).", code="invalid_encoding"
+            ) from None
+
+
+class CampaignProgressApi(ApiView):
+    @extend_schema_serializer(component_name="CampaignProgress")
+    class OutputSerializer(serializers.Serializer):
+        @extend_schema_serializer(component_name="CampaignProgressCounts")
+        class ProgressSerializer(serializers.Serializer):
+            rounds = serializers.IntegerField()
+            current_round = serializers.IntegerField(allow_null=True)
+            comparisons = serializers.IntegerField()
+            comparisons_open = serializers.IntegerField()
+            comparisons_labeled = serializers.IntegerField()
+            labels = serializers.IntegerField()
+            prompts_train = serializers.IntegerField()
+            prompts_eval = serializers.IntegerField()
+
+        @extend_schema_serializer(component_name="CampaignBudgetStatus")
+        class BudgetSerializer(serializers.Serializer):
+            label_cap = serializers.IntegerField(allow_null=True)
+            labels_spent = serializers.IntegerField()
+            labels_remaining = serializers.IntegerField(allow_null=True)
+            cost_cap = serializers.DecimalField(max_digits=12, decimal_places=4, allow_null=True)
+            cost_spent = serializers.DecimalField(max_digits=14, decimal_places=6)
+            cost_remaining = serializers.DecimalField(
+                max_digits=14, decimal_places=6, allow_null=True
+            )
+            annotator_daily_cap = serializers.IntegerField(allow_null=True)
+            near_cap = serializers.BooleanField(help_text="A cap is at least 90% spent.")
+            exhausted = serializers.BooleanField(help_text="The campaign serves no more.")
+            reason = serializers.CharField(help_text="Why it is exhausted; empty otherwise.")
+
+        campaign_id = serializers.IntegerField()
+        state = serializers.ChoiceField(choices=CampaignState.choices)
+        progress = ProgressSerializer()
+        budget = BudgetSerializer()
+
+    @extend_schema(
+        tags=TAG,
+        operation_id="campaigns_progress",
+        summary="Progress and budget of a campaign (members and managers)",
+        responses={
+            200: OutputSerializer,
+            **error_responses(body=False, e404="`not_found`"),
+        },
+    )
+    def get(self, request: Request, campaign_id: int) -> Response:
+        campaign: Campaign = get_campaign_for_user(request.user, campaign_id)
+        data = {
+            "campaign_id": campaign.pk,
+            "state": campaign.state,
+            "progress": campaign_progress(campaign),
+            "budget": budget_status(campaign_id=campaign.pk),
+        }
+        return Response(self.OutputSerializer(data).data)
