@@ -73,8 +73,7 @@ def replay(*names: str) -> Iterator[list[httpx.Request]]:
 
     Yields the list of requests received; on exit checks that every recorded exchange was
     played, each request had the recorded method and URL and contained the recorded JSON
-    fields. Mismatches are collected and asserted afterwards (an assertion raised inside the
-    transport would be swallowed by the SDK as a connection error).
+    fields. Mismatches are collected and asserted afterwards, all of them at once.
     """
     interactions = []
     for name in names:
@@ -335,6 +334,26 @@ def test_openai_judge_never_reaches_an_unrecorded_host() -> None:
     with respx.mock(assert_all_mocked=True, assert_all_called=False):
         with pytest.raises(respx.models.AllMockedAssertionError):
             openai_judge(base_url="http://unrecorded.invalid/v1").judge([QUERY])
+
+
+def test_openai_judge_keeps_the_query_order_when_concurrent() -> None:
+    recorded = json.loads((CASSETTES / "openai/valid.json").read_text())["interactions"][0]
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        # Prefer whichever response is shown first iff it mentions "good".
+        user = user_message(request)
+        first = user.split("[Response A]\n", 1)[1].split("\n", 1)[0]
+        body = json.loads(json.dumps(recorded["response"]["json"]))
+        label = "A" if "good" in first else "B"
+        body["choices"][0]["message"]["content"] = json.dumps({"choice": label})
+        return httpx.Response(200, json=body)
+
+    queries = [JudgeQuery(f"q{i}", "good" if i % 3 == 0 else "meh", "so-so") for i in range(12)]
+    with respx.mock(assert_all_mocked=True) as router:
+        route = router.post("https://api.openai.com/v1/chat/completions").mock(side_effect=answer)
+        results = openai_judge(concurrency=4).judge(queries)
+    assert route.call_count == 12
+    assert [r.choice for r in results] == ["A" if i % 3 == 0 else "B" for i in range(12)]
 
 
 def test_openai_judge_needs_its_key_at_construction(monkeypatch: pytest.MonkeyPatch) -> None:

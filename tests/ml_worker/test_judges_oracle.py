@@ -249,6 +249,14 @@ def test_it_scores_with_the_real_minilm_encoder(minilm_oracle: OracleJudge) -> N
     assert emb.shape == (2, 384)
     torch.testing.assert_close(emb.norm(dim=-1), torch.ones(2))
     assert float(emb[0] @ emb[1]) > 0.7
+    texts = [
+        "A much longer sentence about rivers, bridges and trains.",
+        "Short.",
+        "Mid length one.",
+    ]
+    batched = minilm_oracle.embed(texts)  # batched by length, returned in input order
+    single = torch.cat([minilm_oracle.embed([t]) for t in texts])
+    torch.testing.assert_close(batched, single, atol=1e-5, rtol=0)
     prompt = "What is the capital of France?"
     reference = "Paris is the capital of France."
     r = minilm_oracle.reward(

@@ -133,10 +133,13 @@ class MiniLMEncoder:
     def __call__(self, texts: list[str]) -> torch.Tensor:
         if self._model is None:
             self._load()
+        # Batches of similar lengths waste less compute on padding; order restored at the end.
+        order = sorted(range(len(texts)), key=lambda i: len(texts[i]))
+        ordered = [texts[i] for i in order]
         out = []
-        for start in range(0, len(texts), self.batch_size):
+        for start in range(0, len(ordered), self.batch_size):
             batch = self._tokenizer(
-                texts[start : start + self.batch_size],
+                ordered[start : start + self.batch_size],
                 padding=True,
                 truncation=True,
                 max_length=self.max_length,
@@ -148,7 +151,10 @@ class MiniLMEncoder:
             out.append(torch.nn.functional.normalize(pooled, dim=-1))
         if not out:
             return torch.zeros(0, 384)
-        return torch.cat(out).float()
+        sorted_vecs = torch.cat(out).float()
+        result = torch.empty_like(sorted_vecs)
+        result[torch.tensor(order)] = sorted_vecs
+        return result
 
 
 class HashingEncoder:
