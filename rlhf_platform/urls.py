@@ -6,4 +6,5 @@ from django.urls import include, path
 urlpatterns = [
     path("admin/", admin.site.urls),
     path("api/", include("rlhf_platform.api.urls")),
+    path("", include("annotator_ui.urls")),
 ]

@@ -1,0 +1,340 @@
+"""Annotator pages: function views, thin (check access, call one service, render).
+
+Every page is a plain HTML page first; htmx enhances it. A view answers an htmx request
+(``request.htmx``, header ``HX-Request: true``) with the fragment it swaps in, and a plain
+request with the whole page, or with a redirect after a POST (post/redirect/get). Both
+branches are tested (``tests/annotator_ui/test_views.py``).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from functools import wraps
+from typing import Any
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.auth import views as auth_views
+from django.contrib.auth.views import redirect_to_login
+from django.http import Http404, HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.utils import timezone
+from django.utils.cache import patch_vary_headers
+from django.views.decorators.cache import never_cache
+from django.views.decorators.http import require_GET, require_POST
+from django_htmx.http import HttpResponseClientRedirect
+
+from annotator_ui.forms import LabelForm, new_idempotency_key
+from annotator_ui.markdown import render_markdown
+from annotator_ui.security import security_headers
+from annotator_ui.selectors import (
+    annotator_label_counts,
+    campaigns_for_annotator,
+    lease_with_pair,
+)
+from rlhf_platform.budgets.selectors import budget_status
+from rlhf_platform.campaigns.models import Campaign, CampaignState
+from rlhf_platform.campaigns.selectors import campaign_progress, get_campaign_for_user
+from rlhf_platform.errors import (
+    BudgetExhausted,
+    Conflict,
+    InvalidInput,
+    NotFound,
+    ServiceError,
+)
+from rlhf_platform.labeling.models import Choice, Lease
+from rlhf_platform.labeling.selectors import get_lease_for_annotator, lease_display
+from rlhf_platform.labeling.services import (
+    NothingToLabel,
+    comparison_next,
+    label_submit,
+    lease_renew,
+    lease_skip,
+)
+
+# How often the "nothing queued" state asks again (seconds). Tests shorten it.
+POLL_SECONDS = 5
+PAUSED_POLL_SECONDS = 30
+HOME_POLL_SECONDS = 30
+
+# Workspace states (the ``data-state`` of ``#workspace``).
+LABELING, EMPTY, PAUSED, FINISHED, BUDGET, DAILY_CAP = (
+    "labeling",
+    "empty",
+    "paused",
+    "finished",
+    "budget",
+    "daily_cap",
+)
+
+# Friendlier words for the service errors an annotator meets in normal work.
+_NOTICES = {
+    "lease_closed": "That comparison was already answered or skipped; here is the next one.",
+    "comparison_expired": "That comparison's round has closed; here is the next one.",
+}
+
+
+def _is_partial(request: HttpRequest) -> bool:
+    """An htmx request that swaps a fragment (a history restore needs the whole page)."""
+    return bool(request.htmx) and not request.htmx.history_restore_request
+
+
+def annotator_view(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
+    """Security headers, no caching, ``Vary: HX-Request``, and login required.
+
+    An anonymous htmx request (a poll after the session ended) gets an ``HX-Redirect`` to
+    the login page instead of a login form swapped into the middle of the page.
+    """
+
+    @wraps(view)
+    def wrapper(request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        if not request.user.is_authenticated:
+            if request.htmx:
+                target = request.htmx.current_url_abs_path or request.get_full_path()
+                login = redirect_to_login(target)
+                return HttpResponseClientRedirect(login["Location"])
+            return redirect_to_login(request.get_full_path())
+        response = view(request, *args, **kwargs)
+        patch_vary_headers(response, ["HX-Request"])
+        return response
+
+    return security_headers(never_cache(wrapper))
+
+
+def _campaign_or_404(request: HttpRequest, campaign_id: int) -> Campaign:
+    try:
+        return get_campaign_for_user(request.user, campaign_id)
+    except NotFound:
+        raise Http404("No such campaign.") from None
+
+
+def _lease_or_404(request: HttpRequest, lease_id: int) -> Lease:
+    try:
+        return get_lease_for_annotator(request.user, lease_id)
+    except NotFound:
+        raise Http404("No such lease.") from None
+
+
+def _mmss(seconds: int) -> str:
+    return f"{seconds // 60}:{seconds % 60:02d}"
+
+
+def _timer_context(lease: Lease, *, expired: bool = False) -> dict[str, Any]:
+    seconds_left = max(0, int((lease.expires_at - timezone.now()).total_seconds()))
+    return {
+        "lease": lease,
+        "expired": expired or seconds_left == 0,
+        "seconds_left": seconds_left,
+        "time_left": _mmss(seconds_left),
+        "lease_seconds": settings.LEASE_SECONDS,
+    }
+
+
+def _workspace_context(
+    request: HttpRequest,
+    campaign: Campaign,
+    *,
+    errors: list[str] | None = None,
+    rationale: str = "",
+) -> dict[str, Any]:
+    """Lease the annotator's comparison (or find out why there is none) and describe it."""
+    user = request.user
+    ctx: dict[str, Any] = {
+        "campaign": campaign,
+        "errors": errors or [],
+        "label_url": reverse("annotator_ui:label", args=[campaign.pk]),
+        "poll_seconds": POLL_SECONDS,
+    }
+    try:
+        served = comparison_next(annotator=user, campaign_id=campaign.pk)
+    except NothingToLabel as exc:
+        ctx.update(state=EMPTY, notice=exc.message)
+    except BudgetExhausted as exc:
+        ctx.update(state=DAILY_CAP if exc.code == "daily_cap_reached" else BUDGET)
+        ctx["notice"] = exc.message
+    except Conflict as exc:
+        if exc.code != "campaign_not_running":
+            raise
+        campaign.refresh_from_db(fields=["state"])
+        finished = campaign.state == CampaignState.FINISHED
+        ctx.update(state=FINISHED if finished else PAUSED, notice=exc.message)
+        if not finished:
+            ctx["poll_seconds"] = PAUSED_POLL_SECONDS
+    except NotFound:
+        # The campaign is visible (owner, admin) but the user is not one of its annotators.
+        raise Http404("You do not label in this campaign.") from None
+    else:
+        lease = lease_with_pair(user, served.lease.pk)
+        shown = lease_display(lease)
+        ctx.update(
+            state=LABELING,
+            prompt_html=render_markdown(shown["prompt"]),
+            turns=[
+                {"role": str(m.get("role", "")), "html": render_markdown(str(m.get("content", "")))}
+                for m in (shown["messages"] or [])
+                if isinstance(m, dict)
+            ],
+            response_a_html=render_markdown(shown["response_a"]),
+            response_b_html=render_markdown(shown["response_b"]),
+            form=LabelForm(
+                initial={"idempotency_key": new_idempotency_key(lease), "rationale": rationale}
+            ),
+            choices=[
+                ("A", "1", "A is better"),
+                ("B", "2", "B is better"),
+                (Choice.TIE.value, "3", "Tie"),
+                (Choice.BOTH_BAD.value, "0", "Both bad"),
+            ],
+            **_timer_context(lease),
+        )
+    ctx["counts"] = annotator_label_counts(annotator=user, campaign_id=campaign.pk)
+    ctx["progress"] = campaign_progress(campaign)
+    ctx["budget"] = budget_status(campaign_id=campaign.pk)
+    return ctx
+
+
+def _render_workspace(
+    request: HttpRequest, campaign: Campaign, *, status: int = 200, **kwargs: Any
+) -> HttpResponse:
+    ctx = _workspace_context(request, campaign, **kwargs)
+    if _is_partial(request):
+        return render(request, "annotator_ui/_workspace.html", ctx, status=status)
+    ctx["guidelines_html"] = render_markdown(campaign.guidelines) if campaign.guidelines else ""
+    return render(request, "annotator_ui/label.html", ctx, status=status)
+
+
+def _next(request: HttpRequest, campaign: Campaign) -> HttpResponse:
+    """After an answer: htmx swaps in the next comparison; a plain post redirects to it."""
+    if _is_partial(request):
+        return _render_workspace(request, campaign)
+    return redirect("annotator_ui:label", campaign.pk, permanent=False)
+
+
+def _time_taken_ms(form_value: int | None, lease: Lease) -> int:
+    """The client's measure when it sent one (JavaScript), else the lease's age."""
+    if form_value is not None:
+        return form_value
+    return max(0, int((timezone.now() - lease.created_at) / dt.timedelta(milliseconds=1)))
+
+
+# --- Pages ---------------------------------------------------------------------------------
+
+
+@annotator_view
+@require_GET
+def home(request: HttpRequest) -> HttpResponse:
+    """The campaigns the annotator labels in, with their progress."""
+    ctx = {"campaigns": list(campaigns_for_annotator(request.user)), "poll": HOME_POLL_SECONDS}
+    if _is_partial(request):
+        return render(request, "annotator_ui/_campaign_list.html", ctx)
+    return render(request, "annotator_ui/home.html", ctx)
+
+
+@annotator_view
+@require_GET
+def label_page(request: HttpRequest, campaign_id: int) -> HttpResponse:
+    """The labeling page: the annotator's leased comparison, or why there is none.
+
+    A reload serves the same live lease again (the service returns it), so the annotator
+    keeps their comparison. htmx polls this URL from the "nothing queued" state.
+    """
+    campaign = _campaign_or_404(request, campaign_id)
+    return _render_workspace(request, campaign)
+
+
+@annotator_view
+@require_POST
+def label_submit_view(request: HttpRequest, lease_id: int) -> HttpResponse:
+    lease = _lease_or_404(request, lease_id)
+    campaign = _campaign_or_404(request, lease.campaign_id)
+    form = LabelForm(request.POST)
+    if not form.is_valid():
+        errors = [f"{form.fields[f].label or f}: {e}" for f, es in form.errors.items() for e in es]
+        return _render_workspace(
+            request,
+            campaign,
+            status=400,
+            errors=errors,
+            rationale=request.POST.get("rationale", ""),
+        )
+    data = form.cleaned_data
+    try:
+        label, created = label_submit(
+            annotator=request.user,
+            lease_id=lease.pk,
+            choice=data["choice"],
+            idempotency_key=data["idempotency_key"],
+            rationale=data["rationale"],
+            time_taken_ms=_time_taken_ms(data["time_taken_ms"], lease),
+        )
+    except NotFound:
+        raise Http404("No such lease.") from None
+    except InvalidInput as exc:
+        return _render_workspace(
+            request, campaign, status=400, errors=[exc.message], rationale=data["rationale"]
+        )
+    except ServiceError as exc:
+        # Expired lease, already answered, round closed, budget spent: say so and move on;
+        # the next state (a fresh comparison, or "budget finished") explains the rest.
+        messages.warning(request, _NOTICES.get(exc.code, exc.message))
+    else:
+        shown = Choice(data["choice"]).label
+        if created:
+            messages.success(request, f"Saved: {shown}.")
+        else:
+            messages.info(request, f"Already saved: {shown}.")
+    return _next(request, campaign)
+
+
+@annotator_view
+@require_POST
+def lease_skip_view(request: HttpRequest, lease_id: int) -> HttpResponse:
+    lease = _lease_or_404(request, lease_id)
+    campaign = _campaign_or_404(request, lease.campaign_id)
+    try:
+        lease_skip(annotator=request.user, lease_id=lease.pk)
+    except NotFound:
+        raise Http404("No such lease.") from None
+    except ServiceError as exc:
+        messages.warning(request, _NOTICES.get(exc.code, exc.message))
+    else:
+        messages.info(request, "Skipped. You will not be shown that comparison again.")
+    return _next(request, campaign)
+
+
+@annotator_view
+@require_POST
+def lease_renew_view(request: HttpRequest, lease_id: int) -> HttpResponse:
+    """More time on a lease. htmx (the page's countdown) gets the new timer fragment; a
+    plain form post returns to the labeling page."""
+    lease = _lease_or_404(request, lease_id)
+    try:
+        lease = lease_renew(annotator=request.user, lease_id=lease.pk)
+    except NotFound:
+        raise Http404("No such lease.") from None
+    except ServiceError as exc:
+        if _is_partial(request):
+            return render(
+                request,
+                "annotator_ui/_timer.html",
+                {**_timer_context(lease, expired=True), "notice": exc.message},
+                status=exc.status,
+            )
+        messages.warning(request, exc.message)
+        return redirect("annotator_ui:label", lease.campaign_id)
+    if _is_partial(request):
+        return render(request, "annotator_ui/_timer.html", _timer_context(lease))
+    messages.info(request, f"You have {_mmss(_timer_context(lease)['seconds_left'])} more.")
+    return redirect("annotator_ui:label", lease.campaign_id)
+
+
+# --- Authentication ------------------------------------------------------------------------
+
+login_view = security_headers(
+    auth_views.LoginView.as_view(
+        template_name="annotator_ui/login.html", redirect_authenticated_user=True
+    )
+)
+logout_view = security_headers(auth_views.LogoutView.as_view())
