@@ -6,6 +6,8 @@ import math
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ml_worker.core.evaluation import (
     NoValidJudgmentsError,
@@ -123,6 +125,18 @@ def test_its_exact_win_rate_is_one_half_against_itself() -> None:
     rewards, new, _ = pool(6, 5, seed=0)
     wr = exact_win_rate(rewards, new, new)
     torch.testing.assert_close(wr.per_prompt, torch.full((6,), 0.5, dtype=torch.float64))
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(1, 5), st.integers(1, 6), st.integers(0, 2**31), st.floats(0.05, 5.0))
+def test_its_exact_win_probabilities_are_complementary(
+    p: int, c: int, seed: int, temperature: float
+) -> None:
+    rewards, new, base = pool(p, c, seed)
+    forward = exact_pair_win_probs(rewards, new, base, temperature=temperature)
+    backward = exact_pair_win_probs(rewards, base, new, temperature=temperature)
+    torch.testing.assert_close(forward + backward, torch.ones(p, dtype=torch.float64))
+    assert bool(((forward >= 0) & (forward <= 1)).all())
 
 
 def test_its_exact_win_rate_matches_a_monte_carlo_estimate() -> None:

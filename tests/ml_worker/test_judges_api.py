@@ -18,6 +18,8 @@ from typing import Any
 import httpx
 import pytest
 import respx
+from hypothesis import given
+from hypothesis import strategies as st
 
 from ml_worker.core.evaluation import win_rate
 from ml_worker.core.judges import JudgeAuthError, JudgeConfigError, JudgeQuery, build_judge
@@ -159,6 +161,13 @@ def test_it_parses_strict_answers(text: str, choice: str) -> None:
 def test_it_rejects_anything_else_with_a_reason(text: str, reason: str) -> None:
     parsed = parse_answer(text)
     assert parsed.choice is None and reason in (parsed.invalid_reason or "")
+
+
+@given(st.text(max_size=200), st.booleans())
+def test_it_always_returns_either_a_choice_or_a_reason(text: str, strict: bool) -> None:
+    parsed = parse_answer(text, strict=strict)
+    assert (parsed.choice is None) != (parsed.invalid_reason is None)
+    assert parsed.choice in (None, "A", "B", "tie")
 
 
 def test_it_accepts_a_single_embedded_answer_only_when_lenient() -> None:
@@ -374,6 +383,18 @@ def test_openai_judge_is_built_from_a_config() -> None:
         build_judge({"kind": "openai", "modle": "gpt-4o-mini"})
     with pytest.raises(JudgeConfigError, match="model"):
         build_judge({"kind": "openai"})
+
+
+def test_openai_judge_can_name_the_token_limit_for_reasoning_models() -> None:
+    recorded = json.loads((CASSETTES / "openai/valid.json").read_text())["interactions"][0]
+    judge = openai_judge(token_limit_param="max_completion_tokens", max_tokens=64)
+    with respx.mock(assert_all_mocked=True) as router:
+        route = router.post("https://api.openai.com/v1/chat/completions").mock(
+            return_value=httpx.Response(200, json=recorded["response"]["json"])
+        )
+        judge.judge([QUERY])
+    body = json.loads(route.calls.last.request.content)
+    assert body["max_completion_tokens"] == 64 and "max_tokens" not in body
 
 
 # ----------------------------------------------------------------------------- Gemini

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from ml_worker.core.judges import JudgeConfigError, JudgeQuery, JudgeResult, build_judge
+from ml_worker.core.judges import Judge, JudgeConfigError, JudgeQuery, JudgeResult, build_judge
 from ml_worker.core.judges.oracle import (
     HashingEncoder,
     OracleJudge,
@@ -227,6 +227,7 @@ def test_it_encodes_each_distinct_text_once() -> None:
 def test_it_is_built_from_a_config_and_rejects_typos() -> None:
     judge = build_judge({"kind": "oracle", "temperature": 0.5, "encoder": "hashing", "seed": 4})
     assert isinstance(judge, OracleJudge) and judge.temperature == 0.5 and judge.seed == 4
+    assert isinstance(judge, Judge)
     assert "T=0.5" in judge.judge_id
     with pytest.raises(JudgeConfigError, match="temprature"):
         build_judge({"kind": "oracle", "temprature": 0.5})

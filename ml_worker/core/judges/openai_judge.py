@@ -51,6 +51,8 @@ class OpenAIJudge(ApiJudge):
         timeout_s: per-request timeout.
         answer_format: "json" (``{"choice": ...}``, sent with ``response_format=json_object``
             when ``json_mode``) or "token" (a single A / B / tie token).
+        token_limit_param: "max_tokens" (default; vLLM, Ollama, llama.cpp, OpenAI chat models)
+            or "max_completion_tokens" (OpenAI reasoning models, which reject max_tokens).
         logprobs: request top-5 logprobs and derive prob_a from the label token's
             distribution (falls back to 1 / 0 / 0.5 from the choice when absent).
         both_orders, strict, retry, concurrency, sleep: see `ApiJudge`.
@@ -69,6 +71,7 @@ class OpenAIJudge(ApiJudge):
         logprobs: bool = False,
         temperature: float = 0.0,
         max_tokens: int = 32,
+        token_limit_param: str = "max_tokens",
         strict: bool = True,
         both_orders: bool = False,
         retry: RetryPolicy | None = None,
@@ -97,6 +100,11 @@ class OpenAIJudge(ApiJudge):
         self.logprobs = logprobs
         self.temperature = float(temperature)
         self.max_tokens = int(max_tokens)
+        if token_limit_param not in ("max_tokens", "max_completion_tokens"):
+            raise JudgeConfigError(
+                "openai judge: token_limit_param must be 'max_tokens' or 'max_completion_tokens'"
+            )
+        self.token_limit_param = token_limit_param
         self._owns_http = http_client is None
         self._http = http_client or httpx.Client(timeout=self.timeout_s)
         self.client = openai.OpenAI(
@@ -117,6 +125,7 @@ class OpenAIJudge(ApiJudge):
         "logprobs",
         "temperature",
         "max_tokens",
+        "token_limit_param",
         "strict",
         "both_orders",
         "max_attempts",
@@ -156,7 +165,7 @@ class OpenAIJudge(ApiJudge):
                 {"role": "user", "content": user},
             ],
             "temperature": self.temperature,
-            "max_tokens": self.max_tokens,
+            self.token_limit_param: self.max_tokens,
         }
         if self.answer_format == "json" and self.json_mode:
             kwargs["response_format"] = {"type": "json_object"}
