@@ -206,10 +206,15 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=48, help="featurizer rows per timing")
     parser.add_argument("--feature-batch", type=int, default=16)
     parser.add_argument("--feature-repeats", type=int, default=3)
+    parser.add_argument(
+        "--threads", type=int, default=0, help="torch CPU threads (0: torch's default)"
+    )
     parser.add_argument("--skip-lm", action="store_true", help="skip the SmolLM2 featurizer")
     parser.add_argument("--out", type=Path, default=ROOT / "var" / "bench" / "ml_core.json")
     args = parser.parse_args()
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     gen = torch.Generator().manual_seed(0)
     results: dict[str, Any] = {
         "machine": {

@@ -20,6 +20,17 @@ from ml_worker.core.acquisition import (
     uniform,
 )
 
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """These tensors are tiny: threads only add OpenMP spin-waits, which on a loaded 2-core
+    machine make each op 10x slower. Restored after each test."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 FAST = settings(max_examples=60, deadline=None)
 
 

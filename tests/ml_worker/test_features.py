@@ -9,6 +9,17 @@ from torch import Tensor
 from ml_worker.core.features import CachedFeaturizer, Featurizer, LMFeaturizer, cache_key
 from ml_worker.core.policies.tiny import tiny_causal_lm
 
+
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """These tensors are tiny: threads only add OpenMP spin-waits, which on a loaded 2-core
+    machine make each op 10x slower. Restored after each test."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 PROMPTS = ["hi", "What is 2 + 2? Explain at length, please.", "x", "Name a colour."]
 RESPONSES = ["hello there", "Four, because of arithmetic.", "", "Blue"]
 
