@@ -17,3 +17,4 @@ app = Celery("rlhf_platform")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.conf.task_queues = [Queue(name) for name in ("default", "gpu", "judge")]
 app.autodiscover_tasks()
+app.autodiscover_tasks(["ml_worker"])

@@ -190,3 +190,18 @@ LOGGING = {
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
 }
+
+# --- Online rounds ------------------------------------------------------------------------
+# A round step whose worker has not sent a heartbeat for this long is taken over by another.
+ROUND_CLAIM_STALE_SECONDS = env_int("ROUND_CLAIM_STALE_SECONDS", 600, minimum=1)
+# Invalid judge answers per comparison before it is sent to the human queue instead.
+JUDGE_MAX_ATTEMPTS = env_int("JUDGE_MAX_ATTEMPTS", 3, minimum=1)
+CELERY_BEAT_SCHEDULE["rounds-sweep"] = {
+    "task": "rounds.sweep",
+    "schedule": timedelta(seconds=env_int("ROUND_SWEEP_SECONDS", 15, minimum=1)),
+}
+# Redis redelivers a message whose worker died (acks_late) after this many seconds.
+if CELERY_BROKER_URL.startswith(("redis", "rediss")):
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 3900, minimum=1)
+    }

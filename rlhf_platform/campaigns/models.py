@@ -107,6 +107,11 @@ class Campaign(models.Model):
     def __str__(self) -> str:
         return self.name
 
+    @property
+    def runs_rounds(self) -> bool:
+        """Live campaigns generate, select and learn in rounds; imported A/B ones do not."""
+        return bool(self.policy_config.get("backend"))
+
 
 class Membership(models.Model):
     campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="memberships")
@@ -236,7 +241,11 @@ class Round(models.Model):
     class Meta:
         ordering = ["campaign", "index"]
         constraints = [
-            models.UniqueConstraint(fields=["campaign", "index"], name="round_index_unique")
+            models.UniqueConstraint(fields=["campaign", "index"], name="round_index_unique"),
+            # One unfinished round per campaign: a failed round blocks until it is retried.
+            models.UniqueConstraint(
+                fields=["campaign"], condition=~Q(state="done"), name="round_one_open_per_campaign"
+            ),
         ]
 
     def __str__(self) -> str:

@@ -55,7 +55,12 @@ class Comparison(models.Model):
     state = models.CharField(
         max_length=8, choices=ComparisonState.choices, default=ComparisonState.QUEUED
     )
-    labels_required = models.PositiveSmallIntegerField(default=1)
+    labels_required = models.PositiveSmallIntegerField(
+        default=1, help_text="Human labels wanted (overlap); 0 when only the judge labels it."
+    )
+    judge_requested = models.BooleanField(
+        default=False, help_text="The campaign's judge labels it too (judge or mixed feedback)."
+    )
     labels_count = models.PositiveSmallIntegerField(default=0)
     leased_count = models.PositiveSmallIntegerField(default=0)
     created_at = models.DateTimeField(auto_now_add=True)

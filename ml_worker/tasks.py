@@ -1,0 +1,68 @@
+"""Celery tasks of online rounds: thin wrappers over ``rlhf_platform.rounds.services``.
+
+They take IDs, are enqueued on commit (``rlhf_platform.rounds.dispatch``), acknowledge late
+(each step is idempotent: a redelivered message re-claims or finds nothing to do), retry
+only named transient errors, and leave the round's state final or retryable: a step that
+raises anything else marks the round failed with its reason.
+"""
+
+from __future__ import annotations
+
+from celery import shared_task
+from celery.exceptions import SoftTimeLimitExceeded
+
+from rlhf_platform.rounds import services
+from rlhf_platform.rounds.state import round_fail
+
+TRANSIENT = services.TRANSIENT_ERRORS
+
+
+@shared_task(
+    name="rounds.step",
+    queue="gpu",
+    acks_late=True,
+    reject_on_worker_lost=True,
+    time_limit=3600,
+    soft_time_limit=3500,
+    autoretry_for=TRANSIENT,
+    retry_backoff=True,
+    retry_backoff_max=120,
+    max_retries=8,
+    ignore_result=True,
+)
+def round_step(round_id: int) -> str | None:
+    """Generate, select, close, learn or evaluate: whatever the round's state asks for."""
+    try:
+        return services.round_step(round_id=round_id)
+    except SoftTimeLimitExceeded:
+        round_fail(round_id=round_id, reason="time limit exceeded")
+        return None
+
+
+@shared_task(
+    name="rounds.judge",
+    queue="judge",
+    bind=True,
+    acks_late=True,
+    reject_on_worker_lost=True,
+    time_limit=1800,
+    soft_time_limit=1700,
+    autoretry_for=TRANSIENT,
+    retry_backoff=True,
+    max_retries=8,
+    ignore_result=True,
+)
+def judge_round(self, round_id: int) -> int:
+    """Let the judge label the round's comparisons; retry later while answers were invalid."""
+    pending = services.round_judge(round_id=round_id)
+    if pending:
+        raise self.retry(countdown=min(60, 5 * (self.request.retries + 1)), max_retries=20)
+    return 0
+
+
+@shared_task(
+    name="rounds.sweep", queue="default", time_limit=300, soft_time_limit=280, ignore_result=True
+)
+def sweep_rounds() -> dict[str, int]:
+    """Periodic (beat): close overdue rounds, recover lost or abandoned steps."""
+    return services.rounds_sweep()

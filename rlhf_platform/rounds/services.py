@@ -1,0 +1,938 @@
+"""Online rounds: generate, select, label (human, judge or both), learn, evaluate.
+
+Each step is an idempotent service taking a round ID: it claims the round's current state
+(see ``state.py``), does its work, writes its results in one transaction with the
+conditional UPDATE that advances the round, and dispatches the next step on commit. A step
+re-run after a crash starts over from what the database holds: responses and comparisons
+of an unfinished step are replaced, a model version already registered for the round is
+reused, and artifact folders are written under a temporary name and renamed when complete.
+
+The four algorithms (DESIGN.md section 2), as the learning step applies them:
+- offline: every round samples from the initial policy; nothing is learned until the last
+  round, which refits the reward model on all labels and then optimizes the policy
+  against that frozen reward model;
+- periodic: every ``periodic_tau`` rounds (and at the last), refit the reward model and the
+  policy from their initial weights on everything gathered so far;
+- online and infomax: one incremental reward-model step and one policy step every round
+  (they differ only in the acquisition rule the campaign uses, uniform or infomax).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from django.conf import settings
+from django.db import DatabaseError, IntegrityError, InterfaceError, OperationalError, transaction
+from django.db.models import Count, F, Q
+from django.utils import timezone
+
+from ml_worker.core import learner
+from ml_worker.core.acquisition import select_pairs
+from ml_worker.core.enn import CHOICE_TARGETS, ENNTrainer
+from ml_worker.core.evaluation import NoValidJudgmentsError, win_rate
+from ml_worker.core.judges.base import JudgeQuery, build_judge
+from ml_worker.core.update import reinforce_signals, unlabeled_signals
+from rlhf_platform.budgets.selectors import budget_status
+from rlhf_platform.budgets.services import budget_debit, budget_lock
+from rlhf_platform.campaigns.models import (
+    Algorithm,
+    Campaign,
+    CampaignState,
+    Evaluation,
+    FeedbackMode,
+    ModelKind,
+    ModelVersion,
+    Prompt,
+    Response,
+    Round,
+    RoundState,
+    Split,
+    VersionState,
+)
+from rlhf_platform.errors import BudgetExhausted, Conflict, NotFound
+from rlhf_platform.labeling.models import (
+    Comparison,
+    ComparisonState,
+    JudgeCall,
+    Label,
+    LabelSource,
+    Lease,
+    LeaseState,
+)
+from rlhf_platform.rounds import dispatch
+from rlhf_platform.rounds.state import (
+    failed_step,
+    new_token,
+    round_advance,
+    round_claim,
+    round_fail,
+    round_heartbeat,
+    round_release,
+)
+
+log = logging.getLogger(__name__)
+
+#: Errors worth a retry of the task (the step is released, not failed).
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (OperationalError, InterfaceError)
+
+
+class ClaimLost(Exception):
+    """Another worker took over this round's step (ours was presumed dead)."""
+
+
+# --------------------------------------------------------------------------------------------
+# Artifacts and versions
+# --------------------------------------------------------------------------------------------
+
+
+def _artifact_root() -> Path:
+    return Path(settings.ARTIFACT_ROOT)
+
+
+def artifact_path(version: ModelVersion) -> Path:
+    return _artifact_root() / version.artifact_path
+
+
+def _feature_cache() -> Path:
+    return _artifact_root() / "features"
+
+
+def _write_version_files(
+    campaign: Campaign, kind: str, name: str, write: Callable[[Path], None]
+) -> str:
+    """Write a version's files aside and rename them into place; returns the relative path.
+
+    Folders of earlier, crashed attempts at the same name (never registered) are removed.
+    """
+    base = _artifact_root() / "campaigns" / str(campaign.pk) / kind
+    base.mkdir(parents=True, exist_ok=True)
+    registered = set(
+        ModelVersion.objects.filter(campaign=campaign, kind=kind).values_list(
+            "artifact_path", flat=True
+        )
+    )
+    for stale in base.glob(f"{name}-*"):
+        if str(stale.relative_to(_artifact_root())) not in registered:
+            shutil.rmtree(stale, ignore_errors=True)
+    token = new_token()
+    tmp = base / f".tmp-{name}-{token}"
+    final = base / f"{name}-{token}"
+    try:
+        write(tmp)
+        os.rename(tmp, final)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return str(final.relative_to(_artifact_root()))
+
+
+def _register(
+    campaign: Campaign,
+    kind: str,
+    rel_path: str,
+    *,
+    rnd: Round | None,
+    parent: ModelVersion | None,
+    metrics: dict[str, Any],
+) -> ModelVersion:
+    return ModelVersion.objects.create(
+        campaign=campaign,
+        kind=kind,
+        round=rnd,
+        parent=parent,
+        artifact_path=rel_path,
+        metrics=metrics,
+        state=VersionState.READY,
+    )
+
+
+def _initial_version(campaign: Campaign, kind: str) -> ModelVersion | None:
+    return (
+        ModelVersion.objects.filter(
+            campaign=campaign, kind=kind, round__isnull=True, state=VersionState.READY
+        )
+        .order_by("id")
+        .first()
+    )
+
+
+def ensure_initial_versions(campaign: Campaign) -> tuple[ModelVersion, ModelVersion]:
+    """Write and register version 0 of the policy and the reward model (once)."""
+    with transaction.atomic():
+        campaign = Campaign.objects.select_for_update().get(pk=campaign.pk)
+        policy_v = _initial_version(campaign, ModelKind.POLICY)
+        reward_v = _initial_version(campaign, ModelKind.REWARD)
+        if policy_v and reward_v:
+            return policy_v, reward_v
+        spec = learner.PolicySpec.from_config(campaign.policy_config)
+        if policy_v is None:
+            policy = learner.new_policy(spec)
+            rel = _write_version_files(campaign, ModelKind.POLICY, "initial", policy.save)
+            policy_v = _register(campaign, ModelKind.POLICY, rel, rnd=None, parent=None, metrics={})
+        if reward_v is None:
+            dim = int(spec.base_model()[0].config.hidden_size)
+            trainer = learner.new_reward_trainer(campaign.reward_config, dim, campaign.seed)
+            rel = _write_version_files(campaign, ModelKind.REWARD, "initial", trainer.save)
+            reward_v = _register(
+                campaign,
+                ModelKind.REWARD,
+                rel,
+                rnd=None,
+                parent=None,
+                metrics={"parameters": trainer.model.parameter_count()},
+            )
+        Campaign.objects.filter(pk=campaign.pk).update(
+            active_policy_version=policy_v, active_reward_version=reward_v
+        )
+        return policy_v, reward_v
+
+
+# --------------------------------------------------------------------------------------------
+# Opening rounds
+# --------------------------------------------------------------------------------------------
+
+
+def _campaign_done(campaign: Campaign, rounds_done: int) -> str | None:
+    if campaign.max_rounds is not None and rounds_done >= campaign.max_rounds:
+        return f"all {campaign.max_rounds} rounds done"
+    status = budget_status(campaign_id=campaign.pk)
+    if status.exhausted:
+        return f"budget spent ({status.reason})"
+    return None
+
+
+def campaign_open_round(*, campaign_id: int) -> Round | None:
+    """Open the campaign's next round if it is running, live, and has none open.
+
+    Finishes the campaign instead when its rounds or its budget are used up.
+    """
+    campaign = Campaign.objects.get(pk=campaign_id)
+    if not campaign.runs_rounds or campaign.state != CampaignState.RUNNING:
+        return None
+    open_round = campaign.rounds.exclude(state=RoundState.DONE).first()
+    if open_round is not None:
+        return open_round
+    done = campaign.rounds.filter(state=RoundState.DONE).count()
+    if _campaign_done(campaign, done):
+        Campaign.objects.filter(pk=campaign.pk, state=CampaignState.RUNNING).update(
+            state=CampaignState.FINISHED
+        )
+        return None
+    policy_v, reward_v = ensure_initial_versions(campaign)
+    campaign.refresh_from_db()
+    if campaign.algorithm == Algorithm.OFFLINE:
+        policy_for_queries = policy_v  # offline: every query comes from the initial policy
+    else:
+        policy_for_queries = campaign.active_policy_version
+    try:
+        with transaction.atomic():
+            rnd = Round.objects.create(
+                campaign=campaign,
+                index=done,
+                state=RoundState.GENERATING,
+                policy_version=policy_for_queries,
+                reward_version=campaign.active_reward_version,
+                transitions=[[RoundState.GENERATING, timezone.now().isoformat()]],
+            )
+            dispatch.step(rnd.pk)
+    except IntegrityError:
+        return campaign.rounds.exclude(state=RoundState.DONE).first()  # opened concurrently
+    return rnd
+
+
+def round_retry(*, round_id: int) -> Round:
+    """Send a failed round back to the step it failed in."""
+    rnd = Round.objects.filter(pk=round_id).first()
+    if rnd is None:
+        raise NotFound("No such round.")
+    with transaction.atomic():
+        changed = Round.objects.filter(pk=round_id, state=RoundState.FAILED).update(
+            state=failed_step(rnd), failure_reason="", claim_token="", attempts=0
+        )
+        if not changed:
+            raise Conflict(
+                f"Round {rnd.index} is {rnd.state}, not failed.", code="invalid_transition"
+            )
+        dispatch.step(round_id)
+    rnd.refresh_from_db()
+    return rnd
+
+
+# --------------------------------------------------------------------------------------------
+# The step dispatcher
+# --------------------------------------------------------------------------------------------
+
+
+def round_step(*, round_id: int) -> str | None:
+    """Do the work of the round's current state, if nobody else is. Returns the new state.
+
+    Transient database errors propagate (the task retries them); any other error fails the
+    round with its reason, so a round never stays in a working state with nobody on it.
+    """
+    rnd = Round.objects.select_related("campaign").filter(pk=round_id).first()
+    if rnd is None or rnd.state in (RoundState.DONE, RoundState.FAILED):
+        return None
+    if rnd.state == RoundState.LABELING:
+        return round_try_close(round_id=round_id)
+    steps = {
+        RoundState.GENERATING: _generate,
+        RoundState.SELECTING: _select,
+        RoundState.LEARNING: _learn,
+        RoundState.EVALUATING: _evaluate,
+    }
+    token = new_token()
+    if not round_claim(round_id=round_id, state=rnd.state, token=token):
+        return None
+    try:
+        return steps[rnd.state](rnd, token)
+    except ClaimLost:
+        log.warning("round %s: claim lost during %s; another worker continues", round_id, rnd.state)
+        return None
+    except TRANSIENT_ERRORS:
+        round_release(round_id=round_id, token=token)
+        raise
+    except Exception as exc:
+        log.exception("round %s failed in %s", round_id, rnd.state)
+        round_fail(round_id=round_id, reason=f"{type(exc).__name__}: {exc}", token=token)
+        return RoundState.FAILED
+
+
+def _beat(rnd: Round, token: str) -> None:
+    if not round_heartbeat(round_id=rnd.pk, token=token):
+        raise ClaimLost()
+
+
+def _advance(rnd: Round, token: str, to_state: str) -> str:
+    if not round_advance(round_id=rnd.pk, token=token, from_state=rnd.state, to_state=to_state):
+        raise ClaimLost()
+    return to_state
+
+
+def _round_rng(campaign: Campaign, rnd: Round, salt: int) -> int:
+    return (campaign.seed * 1_000_003 + rnd.index * 7919 + salt) % (2**31 - 1)
+
+
+def _spec(campaign: Campaign) -> learner.PolicySpec:
+    return learner.PolicySpec.from_config(campaign.policy_config)
+
+
+# --------------------------------------------------------------------------------------------
+# Generate
+# --------------------------------------------------------------------------------------------
+
+
+def _sample_prompts(campaign: Campaign, rnd: Round) -> list[Prompt]:
+    prompts = list(campaign.prompts.filter(split=Split.TRAIN).order_by("id"))
+    if not prompts:
+        raise ValueError("the campaign has no training prompts")
+    rng = random.Random(_round_rng(campaign, rnd, 1))
+    b = campaign.prompts_per_round
+    return rng.sample(prompts, b) if b <= len(prompts) else rng.choices(prompts, k=b)
+
+
+def _generate(rnd: Round, token: str) -> str:
+    campaign = rnd.campaign
+    prompts = _sample_prompts(campaign, rnd)
+    policy = learner.load_policy(_spec(campaign), artifact_path(rnd.policy_version))
+    _beat(rnd, token)
+    samples = policy.sample(
+        [p.text for p in prompts], campaign.responses_per_prompt, seed=_round_rng(campaign, rnd, 2)
+    )
+    counts = list(policy.last_token_counts) or [0] * sum(len(s) for s in samples)
+    _beat(rnd, token)
+    rows = []
+    flat = iter(counts)
+    for prompt, texts in zip(prompts, samples, strict=True):
+        for text in texts:
+            rows.append(
+                Response(
+                    prompt=prompt,
+                    round=rnd,
+                    policy_version=rnd.policy_version,
+                    text=text,
+                    token_count=next(flat, 0),
+                )
+            )
+    with transaction.atomic():
+        Response.objects.filter(round=rnd).delete()  # an earlier, crashed attempt
+        Response.objects.bulk_create(rows)
+        state = _advance(rnd, token, RoundState.SELECTING)
+        dispatch.step(rnd.pk)
+    return state
+
+
+def _round_groups(rnd: Round) -> list[list[Response]]:
+    """The round's responses, ``[B][K]``, in the order they were generated."""
+    groups: list[list[Response]] = []
+    k = rnd.campaign.responses_per_prompt
+    responses = list(Response.objects.filter(round=rnd).select_related("prompt").order_by("id"))
+    for i in range(0, len(responses), k):
+        groups.append(responses[i : i + k])
+    return groups
+
+
+def _features(featurizer: Any, responses: list[Response]) -> torch.Tensor:
+    return featurizer.embed([r.prompt.text for r in responses], [r.text for r in responses])
+
+
+# --------------------------------------------------------------------------------------------
+# Select
+# --------------------------------------------------------------------------------------------
+
+
+def _select(rnd: Round, token: str) -> str:
+    campaign = rnd.campaign
+    groups = _round_groups(rnd)
+    b, k = len(groups), campaign.responses_per_prompt
+    flat = [r for g in groups for r in g]
+    featurizer = learner.featurizer(_spec(campaign), _feature_cache())
+    features = _features(featurizer, flat)
+    _beat(rnd, token)
+    trainer = learner.load_reward_trainer(artifact_path(rnd.reward_version))
+    point, particles = learner.group_rewards(trainer, features, b, k)
+    selection = select_pairs(
+        campaign.acquisition_rule,
+        particle_rewards=particles,
+        point_rewards=point,
+        generator=torch.Generator().manual_seed(_round_rng(campaign, rnd, 3)),
+    )
+    mixed_rng = random.Random(_round_rng(campaign, rnd, 4))
+    comparisons = []
+    for i, group in enumerate(groups):
+        judge = campaign.feedback_mode == FeedbackMode.JUDGE or (
+            campaign.feedback_mode == FeedbackMode.MIXED
+            and mixed_rng.random() < campaign.mixed_fraction
+        )
+        humans = (
+            0 if campaign.feedback_mode == FeedbackMode.JUDGE else campaign.labels_per_comparison
+        )
+        score = float(selection.score[i])
+        comparisons.append(
+            Comparison(
+                campaign=campaign,
+                round=rnd,
+                prompt=group[0].prompt,
+                response_a=group[int(selection.a[i])],
+                response_b=group[int(selection.b[i])],
+                acquisition_rule=campaign.acquisition_rule,
+                acquisition_score=score,
+                p_mean=float(selection.p_mean[i]),
+                p_var=float(selection.p_var[i]),
+                policy_version=rnd.policy_version,
+                reward_version=rnd.reward_version,
+                priority=score,
+                labels_required=humans,
+                judge_requested=judge,
+            )
+        )
+    with transaction.atomic():
+        Comparison.objects.filter(round=rnd).delete()  # an earlier, crashed attempt
+        Comparison.objects.bulk_create(comparisons)
+        Round.objects.filter(pk=rnd.pk).update(
+            deadline=timezone.now() + timezone.timedelta(seconds=campaign.round_deadline_seconds)
+        )
+        state = _advance(rnd, token, RoundState.LABELING)
+        if any(c.judge_requested for c in comparisons):
+            dispatch.judge(rnd.pk)
+    return state
+
+
+# --------------------------------------------------------------------------------------------
+# Label: the judge, and closing the round
+# --------------------------------------------------------------------------------------------
+
+
+def _needs_judge(rnd_id: int):
+    return (
+        Comparison.objects.filter(round_id=rnd_id, judge_requested=True)
+        .exclude(labels__source=LabelSource.JUDGE)
+        .select_related("prompt", "response_a", "response_b")
+        .order_by("id")
+    )
+
+
+def round_judge(*, round_id: int, batch_size: int = 64) -> int:
+    """Let the campaign's judge label the round's comparisons that ask for it.
+
+    Valid answers become labels (debited at the judge's unit cost, one per comparison);
+    invalid ones are recorded as ``JudgeCall`` rows and never counted. A comparison whose
+    judge answers stay invalid after ``JUDGE_MAX_ATTEMPTS`` goes to the human queue.
+    Returns how many comparisons still wait for a retry.
+    """
+    rnd = Round.objects.select_related("campaign").filter(pk=round_id).first()
+    if rnd is None or rnd.state != RoundState.LABELING:
+        return 0
+    campaign = rnd.campaign
+    judge = build_judge(campaign.judge_config or {"kind": "oracle"})
+    judge_name = getattr(judge, "judge_id", campaign.judge_config.get("kind", "judge"))[:100]
+    rng = random.Random(_round_rng(campaign, rnd, 5))
+    budget_spent = False
+    pending = list(_needs_judge(round_id))
+    for start in range(0, len(pending), batch_size):
+        chunk = pending[start : start + batch_size]
+        swaps = [rng.random() < 0.5 for _ in chunk]  # position randomized, as for humans
+        queries = []
+        for c, swap in zip(chunk, swaps, strict=True):
+            a, b = (c.response_b, c.response_a) if swap else (c.response_a, c.response_b)
+            queries.append(JudgeQuery(c.prompt.text, a.text, b.text, c.prompt.reference or None))
+        results = judge.judge(queries, seed=_round_rng(campaign, rnd, 6) + start)
+        for c, swap, result in zip(chunk, swaps, results, strict=True):
+            try:
+                _record_judgment(c, swap, result, judge_name)
+            except BudgetExhausted:
+                budget_spent = True
+                break
+        if budget_spent:
+            break
+    retry = 0
+    if not budget_spent:
+        for c in _needs_judge(round_id):
+            attempts = c.judge_calls.count()
+            if attempts >= settings.JUDGE_MAX_ATTEMPTS:
+                Comparison.objects.filter(pk=c.pk).update(
+                    judge_requested=False,
+                    labels_required=max(c.labels_required, 1),
+                    state=ComparisonState.QUEUED,
+                )
+            else:
+                retry += 1
+    round_try_close(round_id=round_id)
+    return retry
+
+
+_FLIP = {"A": "B", "B": "A", "tie": "tie"}
+
+
+@transaction.atomic
+def _record_judgment(comparison: Comparison, swapped: bool, result: Any, judge_name: str) -> None:
+    attempt = comparison.judge_calls.count() + 1
+    choice = result.choice if result.valid else None
+    if choice is not None and swapped:
+        choice = _FLIP[choice]
+    prob_a = result.prob_a
+    if prob_a is not None and swapped:
+        prob_a = 1.0 - prob_a
+    JudgeCall.objects.create(
+        comparison=comparison,
+        judge_name=judge_name,
+        valid=bool(result.valid),
+        invalid_reason=result.invalid_reason or "",
+        prob_a=prob_a,
+        choice=choice or "",
+        order_disagreement=getattr(result, "order_disagreement", None),
+        tokens_in=result.tokens_in,
+        tokens_out=result.tokens_out,
+        attempt=attempt,
+    )
+    if not result.valid:
+        return
+    budget = budget_lock(campaign_id=comparison.campaign_id)
+    label = Label.objects.create(
+        comparison=comparison,
+        campaign_id=comparison.campaign_id,
+        source=LabelSource.JUDGE,
+        judge_name=judge_name,
+        judge_prob_a=prob_a,
+        choice=choice,
+        shown_swapped=swapped,
+        idempotency_key=f"judge:{comparison.pk}",
+    )
+    entry = budget_debit(
+        budget=budget,
+        source=LabelSource.JUDGE,
+        annotator_id=None,
+        label_id=label.pk,
+        tokens=result.tokens_in + result.tokens_out,
+    )
+    Label.objects.filter(pk=label.pk).update(cost=entry.amount)
+    Comparison.objects.filter(
+        pk=comparison.pk, labels_count__gte=F("labels_required"), state=ComparisonState.QUEUED
+    ).update(state=ComparisonState.LABELED)
+
+
+def _complete_q() -> Q:
+    judged = Q(judge_requested=False) | Q(labels__source=LabelSource.JUDGE)
+    return Q(labels_count__gte=F("labels_required")) & judged
+
+
+def round_try_close(*, round_id: int) -> str | None:
+    """Close a labeling round when all its comparisons are labeled, its deadline passed,
+    or the budget is spent; unlabeled comparisons are recorded as leftovers."""
+    rnd = Round.objects.select_related("campaign").filter(pk=round_id).first()
+    if rnd is None or rnd.state != RoundState.LABELING:
+        return None
+    comps = Comparison.objects.filter(round=rnd)
+    open_ids = list(
+        comps.exclude(pk__in=comps.filter(_complete_q()).values("pk")).values_list("pk", flat=True)
+    )
+    overdue = rnd.deadline is not None and rnd.deadline <= timezone.now()
+    spent = budget_status(campaign_id=rnd.campaign_id).exhausted
+    if open_ids and not overdue and not spent:
+        return RoundState.LABELING
+    token = new_token()
+    if not round_claim(round_id=round_id, state=RoundState.LABELING, token=token):
+        return None
+    with transaction.atomic():
+        if open_ids:
+            Comparison.objects.filter(pk__in=open_ids).update(state=ComparisonState.EXPIRED)
+            Lease.objects.filter(comparison_id__in=open_ids, state=LeaseState.ACTIVE).update(
+                state=LeaseState.EXPIRED, closed_at=timezone.now()
+            )
+        Round.objects.filter(pk=rnd.pk).update(leftovers=len(open_ids))
+        state = _advance(rnd, token, RoundState.LEARNING)
+        dispatch.step(rnd.pk)
+    return state
+
+
+# --------------------------------------------------------------------------------------------
+# Learn
+# --------------------------------------------------------------------------------------------
+
+
+def _is_last_round(campaign: Campaign, rnd: Round) -> bool:
+    return _campaign_done(campaign, rnd.index + 1) is not None
+
+
+def _training_labels(labels) -> tuple[list[Label], torch.Tensor]:
+    kept = [lab for lab in labels if CHOICE_TARGETS.get(lab.choice) is not None]
+    return kept, torch.tensor([CHOICE_TARGETS[lab.choice] for lab in kept], dtype=torch.float32)
+
+
+def _label_features(featurizer: Any, labels: list[Label]) -> tuple[torch.Tensor, torch.Tensor]:
+    a = _features(featurizer, [lab.comparison.response_a for lab in labels])
+    b = _features(featurizer, [lab.comparison.response_b for lab in labels])
+    return a, b
+
+
+def _labels_q(**filters: Any):
+    return (
+        Label.objects.filter(**filters)
+        .select_related("comparison__response_a__prompt", "comparison__response_b__prompt")
+        .order_by("id")
+    )
+
+
+def _optimize_policy(
+    policy: Any,
+    trainer: ENNTrainer,
+    featurizer: Any,
+    campaign: Campaign,
+    rnd: Round,
+    spec: learner.PolicySpec,
+    token: str,
+) -> dict[str, float]:
+    """Policy optimization against a frozen reward model (offline / periodic refits)."""
+    prompts = list(campaign.prompts.filter(split=Split.TRAIN).values_list("text", flat=True))
+    rng = random.Random(_round_rng(campaign, rnd, 7))
+    k = campaign.responses_per_prompt
+    metrics: dict[str, float] = {}
+    for step in range(spec.policy_steps):
+        batch = rng.choices(prompts, k=campaign.prompts_per_round)
+        samples = policy.sample(batch, k, seed=_round_rng(campaign, rnd, 100 + step))
+        flat_prompts = [p for p, group in zip(batch, samples, strict=True) for _ in group]
+        flat = [t for group in samples for t in group]
+        point, _ = learner.group_rewards(
+            trainer, featurizer.embed(flat_prompts, flat), len(batch), k
+        )
+        p_idx, r_idx, signal = unlabeled_signals(point, spec.nudge)
+        metrics = policy.update(
+            [batch[i] for i in p_idx.tolist()],
+            [samples[i][j] for i, j in zip(p_idx.tolist(), r_idx.tolist(), strict=True)],
+            signal,
+        )
+        _beat(rnd, token)
+    return metrics
+
+
+def _learn(rnd: Round, token: str) -> str:
+    campaign = rnd.campaign
+    spec = _spec(campaign)
+    algorithm = campaign.algorithm
+    last = _is_last_round(campaign, rnd)
+    refit = (algorithm == Algorithm.OFFLINE and last) or (
+        algorithm == Algorithm.PERIODIC and (last or (rnd.index + 1) % campaign.periodic_tau == 0)
+    )
+    incremental = algorithm in (Algorithm.ONLINE, Algorithm.INFOMAX)
+    reward_v = campaign.active_reward_version
+    policy_v = campaign.active_policy_version
+    new_versions: dict[str, tuple[Callable[[Path], None], dict[str, Any]]] = {}
+
+    if incremental or refit:
+        featurizer = learner.featurizer(spec, _feature_cache())
+        if incremental:
+            labels, targets = _training_labels(_labels_q(comparison__round=rnd))
+            trainer = learner.load_reward_trainer(artifact_path(reward_v))
+            r_metrics = {"labels": len(labels)}
+            if labels:
+                fa, fb = _label_features(featurizer, labels)
+                r_metrics |= trainer.step(fa, fb, targets)
+            _beat(rnd, token)
+            policy = learner.load_policy(spec, artifact_path(policy_v))
+            p_metrics = _incremental_policy_step(policy, trainer, featurizer, rnd, spec)
+        else:
+            labels, targets = _training_labels(_labels_q(campaign=campaign))
+            initial_reward = _initial_version(campaign, ModelKind.REWARD)
+            trainer = learner.load_reward_trainer(artifact_path(initial_reward))
+            r_metrics = {"labels": len(labels)}
+            if labels:
+                fa, fb = _label_features(featurizer, labels)
+                r_metrics |= trainer.refit(fa, fb, targets)
+            _beat(rnd, token)
+            policy = learner.load_policy(
+                spec, artifact_path(_initial_version(campaign, ModelKind.POLICY))
+            )
+            p_metrics = _optimize_policy(policy, trainer, featurizer, campaign, rnd, spec, token)
+        _beat(rnd, token)
+        new_versions[ModelKind.REWARD] = (trainer.save, _finite(r_metrics))
+        new_versions[ModelKind.POLICY] = (policy.save, _finite(p_metrics))
+
+    registered: dict[str, ModelVersion] = {}
+    for kind, (write, metrics) in new_versions.items():
+        parent = reward_v if kind == ModelKind.REWARD else policy_v
+        rel = _write_version_files(campaign, kind, f"round-{rnd.index:05d}", write)
+        registered[kind] = _pending_version(campaign, kind, rel, rnd, parent, metrics)
+    _beat(rnd, token)
+    with transaction.atomic():
+        for version in registered.values():
+            ModelVersion.objects.filter(pk=version.pk).update(state=VersionState.READY)
+        if registered:
+            Campaign.objects.filter(pk=campaign.pk).update(
+                active_policy_version=registered[ModelKind.POLICY],
+                active_reward_version=registered[ModelKind.REWARD],
+            )
+        state = _advance(rnd, token, RoundState.EVALUATING)
+        dispatch.step(rnd.pk)
+    return state
+
+
+def _pending_version(
+    campaign: Campaign, kind: str, rel: str, rnd: Round, parent: ModelVersion | None, metrics: dict
+) -> ModelVersion:
+    """Register the files as a PENDING version of the round; READY comes with the round's
+    advance, in one transaction with the switch of the campaign's active versions."""
+    version, created = ModelVersion.objects.get_or_create(
+        round=rnd,
+        kind=kind,
+        defaults={
+            "campaign": campaign,
+            "parent": parent,
+            "artifact_path": rel,
+            "metrics": metrics,
+            "state": VersionState.PENDING,
+        },
+    )
+    if not created and version.artifact_path != rel:
+        # A crashed attempt registered other files; point the version at the new ones.
+        old = _artifact_root() / version.artifact_path
+        ModelVersion.objects.filter(pk=version.pk).update(artifact_path=rel, metrics=metrics)
+        shutil.rmtree(old, ignore_errors=True)
+    return version
+
+
+def _incremental_policy_step(
+    policy: Any, trainer: ENNTrainer, featurizer: Any, rnd: Round, spec: learner.PolicySpec
+) -> dict[str, float]:
+    """One REINFORCE step on the round's samples: the labeled pair and its reverse plus
+    best-vs-worst by the (just updated) reward model, signal p(Y > Y') - 1/2 + nudge."""
+    groups = _round_groups(rnd)
+    b, k = len(groups), rnd.campaign.responses_per_prompt
+    flat = [r for g in groups for r in g]
+    point, _ = learner.group_rewards(trainer, _features(featurizer, flat), b, k)
+    position = {r.pk: (i, j) for i, g in enumerate(groups) for j, r in enumerate(g)}
+    labeled = (
+        Comparison.objects.filter(round=rnd)
+        .annotate(n=Count("labels", filter=~Q(labels__choice="both_bad")))
+        .filter(n__gt=0)
+    )
+    pairs = {
+        position[c.response_a_id][0]: (position[c.response_a_id][1], position[c.response_b_id][1])
+        for c in labeled
+    }
+    if not pairs:
+        return {"skipped": 1.0}
+    rows = sorted(pairs)
+    p_idx, r_idx, signal = reinforce_signals(
+        point[rows], torch.tensor([pairs[i] for i in rows]), spec.nudge
+    )
+    p_rows = [rows[i] for i in p_idx.tolist()]
+    return policy.update(
+        [groups[i][0].prompt.text for i in p_rows],
+        [groups[i][j].text for i, j in zip(p_rows, r_idx.tolist(), strict=True)],
+        signal,
+    )
+
+
+def _finite(metrics: dict[str, Any]) -> dict[str, float]:
+    out = {}
+    for key, value in metrics.items():
+        try:
+            f = float(value)
+        except (TypeError, ValueError):
+            continue
+        if f == f and abs(f) != float("inf"):
+            out[key] = f
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Evaluate
+# --------------------------------------------------------------------------------------------
+
+
+def _evaluate(rnd: Round, token: str) -> str:
+    campaign = rnd.campaign
+    last = _is_last_round(campaign, rnd)
+    due = campaign.eval_every and ((rnd.index + 1) % campaign.eval_every == 0 or last)
+    spec = _spec(campaign)
+    prompts = list(campaign.prompts.filter(split=Split.EVAL).order_by("id")[: spec.eval_prompts])
+    if due and prompts:
+        active = Campaign.objects.get(pk=campaign.pk).active_policy_version
+        initial = _initial_version(campaign, ModelKind.POLICY)
+        texts = [p.text for p in prompts]
+        new = learner.load_policy(spec, artifact_path(active)).greedy(texts)
+        _beat(rnd, token)
+        base = learner.load_policy(spec, artifact_path(initial)).greedy(texts)
+        judge = build_judge(campaign.judge_config or {"kind": "oracle"})
+        try:
+            result = win_rate(
+                judge,
+                texts,
+                new,
+                base,
+                [p.reference or None for p in prompts],
+                seed=_round_rng(campaign, rnd, 8),
+            )
+        except NoValidJudgmentsError as exc:
+            log.warning("round %s: evaluation skipped: %s", rnd.pk, exc)
+            result = None
+        if result is not None:
+            Evaluation.objects.update_or_create(
+                round=rnd,
+                defaults={
+                    "campaign": campaign,
+                    "policy_version": active,
+                    "labels_spent": budget_status(campaign_id=campaign.pk).labels_spent,
+                    "win_rate": result.mean,
+                    "ci_low": result.low,
+                    "ci_high": result.high,
+                    "n_prompts": len(prompts),
+                    "n_invalid": result.n_invalid,
+                    "judge": getattr(judge, "judge_id", "judge")[:100],
+                },
+            )
+    with transaction.atomic():
+        state = _advance(rnd, token, RoundState.DONE)
+        if _campaign_done(campaign, rnd.index + 1):
+            Campaign.objects.filter(pk=campaign.pk, state=CampaignState.RUNNING).update(
+                state=CampaignState.FINISHED
+            )
+        else:
+            transaction.on_commit(lambda: _next_round_later(campaign.pk))
+    return state
+
+
+def _next_round_later(campaign_id: int) -> None:
+    try:
+        campaign_open_round(campaign_id=campaign_id)
+    except DatabaseError:
+        log.exception("campaign %s: could not open the next round; the sweeper will", campaign_id)
+
+
+# --------------------------------------------------------------------------------------------
+# Sweeping: overdue rounds, lost messages, dead workers
+# --------------------------------------------------------------------------------------------
+
+
+def rounds_sweep(*, idle_seconds: int | None = None) -> dict[str, int]:
+    """Periodic: close overdue labeling rounds, re-dispatch rounds whose step nobody holds
+    (a lost message) or whose claim went stale (a dead worker), open rounds for running
+    campaigns that have none."""
+    idle = idle_seconds if idle_seconds is not None else settings.ROUND_CLAIM_STALE_SECONDS
+    cutoff = timezone.now() - timezone.timedelta(seconds=idle)
+    counts = {"closed": 0, "redispatched": 0, "opened": 0}
+    for rnd in Round.objects.filter(state=RoundState.LABELING):
+        if round_try_close(round_id=rnd.pk) == RoundState.LEARNING:
+            counts["closed"] += 1
+    working = [
+        RoundState.GENERATING,
+        RoundState.SELECTING,
+        RoundState.LEARNING,
+        RoundState.EVALUATING,
+    ]
+    for rnd in Round.objects.filter(state__in=working):
+        # An unclaimed step whose message got lost, or a claim whose worker died.
+        since = rnd.claimed_at if rnd.claim_token else _last_transition_time(rnd)
+        if since is None or since < cutoff:
+            with transaction.atomic():
+                dispatch.step(rnd.pk)
+            counts["redispatched"] += 1
+    for campaign in Campaign.objects.filter(state=CampaignState.RUNNING).exclude(policy_config={}):
+        if not campaign.rounds.exclude(state=RoundState.DONE).exists():
+            if campaign_open_round(campaign_id=campaign.pk) is not None:
+                counts["opened"] += 1
+    return counts
+
+
+def _last_transition_time(rnd: Round):
+    from django.utils.dateparse import parse_datetime
+
+    if not rnd.transitions:
+        return None
+    return parse_datetime(rnd.transitions[-1][1])
+
+
+# --------------------------------------------------------------------------------------------
+# Foreground runs (management command, notebooks, tests)
+# --------------------------------------------------------------------------------------------
+
+
+def campaign_run_inline(
+    *,
+    campaign_id: int,
+    rounds: int,
+    poll_seconds: float = 2.0,
+    on_round_done: Callable[[Round], None] | None = None,
+) -> list[Round]:
+    """Run up to ``rounds`` rounds in this process, without a worker.
+
+    Judge campaigns run straight through; human campaigns wait (polling) in each labeling
+    state until annotators finish the round or its deadline passes.
+    """
+    import time
+
+    finished: list[Round] = []
+    with dispatch.inline() as pop:
+        for _ in range(rounds):
+            rnd = campaign_open_round(campaign_id=campaign_id)
+            if rnd is None:
+                break
+            while True:
+                item = pop()
+                if item is None:
+                    rnd.refresh_from_db()
+                    if rnd.state in (RoundState.DONE, RoundState.FAILED):
+                        break
+                    if rnd.state == RoundState.LABELING:
+                        round_judge(round_id=rnd.pk)
+                        if round_try_close(round_id=rnd.pk) == RoundState.LABELING:
+                            time.sleep(poll_seconds)
+                        continue
+                    round_step(round_id=rnd.pk)  # e.g. a released claim
+                    continue
+                kind, round_id = item
+                if kind == "judge":
+                    round_judge(round_id=round_id)
+                else:
+                    round_step(round_id=round_id)
+            finished.append(rnd)
+            if on_round_done is not None:
+                on_round_done(rnd)
+            if rnd.state == RoundState.FAILED:
+                break
+    return finished

@@ -1,0 +1,103 @@
+"""The round state machine, kept in the database.
+
+generating -> selecting -> labeling -> learning -> evaluating -> done, or failed from any.
+
+A worker *claims* a round's current step with a conditional UPDATE (the round is in the
+expected state and nobody holds a fresh claim), does the work, and *advances* with another
+conditional UPDATE that only its own claim token can satisfy. So two workers never both
+advance one round, and a worker killed mid-step leaves a claim that goes stale after
+``ROUND_CLAIM_STALE_SECONDS`` and is then taken over (by a redelivered task or the sweeper).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import secrets
+
+from django.conf import settings
+from django.db.models import F, Q
+from django.utils import timezone
+
+from rlhf_platform.campaigns.models import Round, RoundState
+
+WORK_STATES = (
+    RoundState.GENERATING,
+    RoundState.SELECTING,
+    RoundState.LABELING,
+    RoundState.LEARNING,
+    RoundState.EVALUATING,
+)
+
+
+def new_token() -> str:
+    return secrets.token_hex(8)
+
+
+def _stale_before() -> dt.datetime:
+    return timezone.now() - dt.timedelta(seconds=settings.ROUND_CLAIM_STALE_SECONDS)
+
+
+def round_claim(*, round_id: int, state: str, token: str) -> bool:
+    """Take the step of ``state``; True if this caller now owns it."""
+    now = timezone.now()
+    return bool(
+        Round.objects.filter(pk=round_id, state=state)
+        .filter(Q(claim_token="") | Q(claimed_at__lt=_stale_before()))
+        .update(claim_token=token, claimed_at=now, attempts=F("attempts") + 1)
+    )
+
+
+def round_heartbeat(*, round_id: int, token: str) -> bool:
+    """Keep a long step's claim fresh; False if the claim was lost (stop working)."""
+    return bool(
+        Round.objects.filter(pk=round_id, claim_token=token).update(claimed_at=timezone.now())
+    )
+
+
+def _append_transition(round_id: int, state: str) -> None:
+    rnd = Round.objects.get(pk=round_id)
+    rnd.transitions = [*rnd.transitions, [state, timezone.now().isoformat()]]
+    fields = ["transitions"]
+    if state in (RoundState.DONE, RoundState.FAILED):
+        rnd.finished_at = timezone.now()
+        fields.append("finished_at")
+    rnd.save(update_fields=fields)
+
+
+def round_advance(*, round_id: int, token: str, from_state: str, to_state: str) -> bool:
+    """Move the claimed round on and release the claim; False if the claim was lost."""
+    changed = Round.objects.filter(pk=round_id, state=from_state, claim_token=token).update(
+        state=to_state, claim_token="", claimed_at=None, attempts=0
+    )
+    if changed:
+        _append_transition(round_id, to_state)
+    return bool(changed)
+
+
+def round_release(*, round_id: int, token: str) -> None:
+    """Give the claim back without moving on (the step has to wait, e.g. for labels)."""
+    Round.objects.filter(pk=round_id, claim_token=token).update(
+        claim_token="", claimed_at=None, attempts=0
+    )
+
+
+def round_fail(*, round_id: int, reason: str, token: str | None = None) -> bool:
+    """Record a failure with its reason; the failed state is kept in ``transitions``."""
+    qs = Round.objects.filter(pk=round_id, state__in=WORK_STATES)
+    if token is not None:
+        qs = qs.filter(claim_token=token)
+    rnd = qs.first()
+    if rnd is None:
+        return False
+    changed = qs.update(
+        state=RoundState.FAILED, failure_reason=f"{rnd.state}: {reason}"[:5000], claim_token=""
+    )
+    if changed:
+        _append_transition(round_id, RoundState.FAILED)
+    return bool(changed)
+
+
+def failed_step(rnd: Round) -> str:
+    """The state a failed round failed in (to retry from)."""
+    state = rnd.failure_reason.split(":", 1)[0]
+    return state if state in WORK_STATES else RoundState.GENERATING
