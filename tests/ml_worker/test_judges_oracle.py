@@ -224,6 +224,16 @@ def test_it_encodes_each_distinct_text_once() -> None:
     assert sorted(enc.seen) == sorted([PROMPT, GOOD, "Paris."])
 
 
+def test_it_bounds_its_embedding_cache() -> None:
+    enc = CountingEncoder()
+    judge = OracleJudge(embed=enc, cache_size=2)
+    before = judge.reward([PROMPT, PROMPT], [GOOD, "Paris."])  # 3 texts, cache keeps 2
+    assert len(judge._cache) == 2
+    after = judge.reward([PROMPT, PROMPT], [GOOD, "Paris."])
+    torch.testing.assert_close(before, after)
+    assert len(enc.seen) == 4  # the evicted text was encoded again, the others were not
+
+
 def test_it_is_built_from_a_config_and_rejects_typos() -> None:
     judge = build_judge({"kind": "oracle", "temperature": 0.5, "encoder": "hashing", "seed": 4})
     assert isinstance(judge, OracleJudge) and judge.temperature == 0.5 and judge.seed == 4

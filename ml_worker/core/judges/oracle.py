@@ -40,7 +40,7 @@ import importlib.resources
 import math
 import os
 import re
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -270,6 +270,8 @@ class OracleJudge:
         weights: the term weights.
         embed: texts -> unit embeddings ``[N, E]``; default all-MiniLM-L6-v2 (lazy).
             Pass `HashingEncoder()` or any deterministic fake for fast tests.
+        cache_size: most embeddings kept in the in-memory cache (least recently used go
+            first); 100k MiniLM vectors take about 150 MB.
     """
 
     def __init__(
@@ -280,6 +282,7 @@ class OracleJudge:
         seed: int = 0,
         weights: OracleWeights | None = None,
         embed: Embedder | None = None,
+        cache_size: int = 100_000,
     ) -> None:
         if temperature < 0 or not math.isfinite(temperature):
             raise JudgeConfigError(f"temperature must be >= 0, got {temperature!r}")
@@ -291,7 +294,8 @@ class OracleJudge:
         self.weights = weights or OracleWeights()
         self.embed: Embedder = embed if embed is not None else MiniLMEncoder()
         self._generator = torch.Generator().manual_seed(self.seed)
-        self._cache: dict[str, torch.Tensor] = {}
+        self.cache_size = int(cache_size)
+        self._cache: OrderedDict[str, torch.Tensor] = OrderedDict()
 
     # -- construction from a config dict
 
@@ -341,21 +345,30 @@ class OracleJudge:
 
     def _embeddings(self, texts: list[str]) -> torch.Tensor:
         """Unit embeddings ``[N, E]`` of ``texts``; each distinct text is encoded once."""
+        if not texts:
+            return torch.zeros(0, 1)
         keys = [hashlib.sha256(t.encode("utf-8")).hexdigest() for t in texts]
+        found: dict[str, torch.Tensor] = {}
         missing: dict[str, str] = {}
         for key, text in zip(keys, texts, strict=True):
-            if key not in self._cache and key not in missing:
+            if key in found or key in missing:
+                continue
+            if key in self._cache:
+                self._cache.move_to_end(key)
+                found[key] = self._cache[key]
+            else:
                 missing[key] = text
         if missing:
             vecs = self.embed(list(missing.values())).detach().float()
-            if vecs.shape[0] != len(missing):
-                raise ValueError("embed returned the wrong number of vectors")
+            if vecs.ndim != 2 or vecs.shape[0] != len(missing):
+                raise ValueError("embed must return one vector per text, [N, E]")
             vecs = torch.nn.functional.normalize(vecs, dim=-1)
             for key, vec in zip(missing, vecs, strict=True):
-                self._cache[key] = vec
-        if not texts:
-            return torch.zeros(0, 1)
-        return torch.stack([self._cache[k] for k in keys])
+                found[key] = vec.clone()  # a row of its own, not a view of the batch
+                self._cache[key] = found[key]
+            while len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+        return torch.stack([found[k] for k in keys])
 
     # -- the hidden reward
 
