@@ -35,6 +35,7 @@ Sampling is deterministic given a seed.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.resources
 import math
@@ -103,6 +104,19 @@ def minilm_model_dir() -> Path:
     return path
 
 
+@functools.lru_cache(maxsize=2)
+def _load_minilm(path: str) -> tuple[Any, Any]:
+    """(tokenizer, model) from a local folder, loaded once per process and shared: a judge is
+    rebuilt from its config for every round, the frozen weights need not be."""
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    from transformers import AutoModel, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    model = AutoModel.from_pretrained(path, local_files_only=True).eval()
+    model.requires_grad_(False)
+    return tokenizer, model
+
+
 class MiniLMEncoder:
     """all-MiniLM-L6-v2 sentence embeddings: mean pooling over tokens, then L2 normalization.
 
@@ -122,12 +136,7 @@ class MiniLMEncoder:
         self._tokenizer: Any = None
 
     def _load(self) -> None:
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        from transformers import AutoModel, AutoTokenizer
-
-        path = str(self.model_dir or minilm_model_dir())
-        self._tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-        self._model = AutoModel.from_pretrained(path, local_files_only=True).eval()
+        self._tokenizer, self._model = _load_minilm(str(self.model_dir or minilm_model_dir()))
 
     @torch.no_grad()
     def __call__(self, texts: list[str]) -> torch.Tensor:
@@ -469,7 +478,7 @@ class OracleJudge:
         )
         r_a, r_b = rewards[:n], rewards[n:]
         prob_a = self.preference_prob(r_a, r_b)
-        gen = torch.Generator().manual_seed(seed) if seed is not None else self._generator
+        gen = torch.Generator().manual_seed(seed % 2**64) if seed is not None else self._generator
         draws = torch.rand(n, generator=gen)
         results = []
         for i in range(n):
