@@ -7,12 +7,19 @@ selectors, calls one service and renders with its own ``OutputSerializer``.
 
 from __future__ import annotations
 
-from drf_spectacular.utils import OpenApiResponse, extend_schema_field, extend_schema_serializer
+from drf_spectacular.utils import (
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_field,
+    extend_schema_serializer,
+)
 from rest_framework import serializers
 from rest_framework.authentication import SessionAuthentication, TokenAuthentication
 from rest_framework.parsers import JSONParser
-from rest_framework.permissions import IsAuthenticated
+from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.views import APIView
+
+from rlhf_platform.errors import NotFound
 
 
 class ApiView(APIView):
@@ -69,3 +76,15 @@ def enum_string_field(values: list[str], **kwargs) -> serializers.CharField:
         pass
 
     return EnumString(**kwargs)
+
+
+@extend_schema(exclude=True)
+class UnknownEndpointApi(APIView):
+    """Answers any unknown path under ``/api/v1/`` with the JSON 404, not Django's page."""
+
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
+
+    def initial(self, request, *args, **kwargs):
+        super().initial(request, *args, **kwargs)
+        raise NotFound("No such endpoint.", code="unknown_endpoint")

@@ -1,9 +1,10 @@
 from __future__ import annotations
 
-from django.urls import include, path
+from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from rlhf_platform.api import auth, campaigns, labeling
+from rlhf_platform.api.common import UnknownEndpointApi
 
 v1 = [
     path("auth/token/", auth.AuthTokenApi.as_view(), name="auth-token"),
@@ -41,6 +42,9 @@ v1 = [
     path("leases/<int:lease_id>/label/", labeling.LabelSubmitApi.as_view(), name="lease-label"),
     path("leases/<int:lease_id>/skip/", labeling.LeaseSkipApi.as_view(), name="lease-skip"),
     path("leases/<int:lease_id>/renew/", labeling.LeaseRenewApi.as_view(), name="lease-renew"),
+    # Last: any other path ending in a slash gets the JSON 404 (paths without the slash
+    # are still redirected to it by APPEND_SLASH first).
+    re_path(r"^(.*/)?$", UnknownEndpointApi.as_view()),
 ]
 
 urlpatterns = [

@@ -127,3 +127,13 @@ class TestSession:
             response = client.post(f"{V1}/campaigns/{campaign.pk}/next/")
         body = assert_error(response, 403, "permission_denied")
         assert "CSRF" in body["message"]
+
+
+class TestUnknownEndpoints:
+    @pytest.mark.parametrize("path", ["/api/v1/", "/api/v1/nope/", "/api/v1/campaigns/x/"])
+    def test_an_unknown_path_is_a_json_404(self, db, path):
+        assert_error(APIClient().get(path), 404, "unknown_endpoint")
+
+    def test_a_wrong_method_is_a_json_405(self, client_for, annotator, campaign):
+        response = client_for(annotator).get(f"{V1}/campaigns/{campaign.pk}/next/")
+        assert_error(response, 405, "method_not_allowed")

@@ -10,7 +10,14 @@ from rest_framework.test import APIClient
 
 from rlhf_platform.budgets.models import Budget, LedgerEntry
 from rlhf_platform.campaigns.services import campaign_set_state
-from rlhf_platform.labeling.models import Label, LabelSource, Lease, LeaseState
+from rlhf_platform.labeling.models import (
+    Comparison,
+    ComparisonState,
+    Label,
+    LabelSource,
+    Lease,
+    LeaseState,
+)
 from tests.conftest import make_campaign
 from tests.rlhf_platform.api.helpers import V1, assert_error, writes_nothing
 
@@ -275,6 +282,13 @@ class TestLabel:
         expire(lease_id)
         with writes_nothing():
             assert_error(submit(client, lease_id), 409, "lease_expired")
+
+    def test_a_comparison_of_a_closed_round_is_refused(self, client_for, annotator, campaign):
+        client = client_for(annotator)
+        lease_id = lease_for(client, campaign)["lease_id"]
+        Comparison.objects.filter(leases__pk=lease_id).update(state=ComparisonState.EXPIRED)
+        with writes_nothing():
+            assert_error(submit(client, lease_id), 409, "comparison_expired")
 
     def test_a_submitted_lease_takes_no_second_answer(self, client_for, annotator, campaign):
         client = client_for(annotator)
