@@ -28,7 +28,8 @@ from rlhf_platform.labeling.models import Comparison, ComparisonState, Lease, Le
 from rlhf_platform.labeling.services import comparison_next
 
 ROOT = Path(__file__).resolve().parents[2]
-WAIT_SECONDS = 60
+# Worker start-up (Django, the ML modules) takes 20 s and more on a loaded 2-core machine.
+WAIT_SECONDS = 120
 
 
 def _database_url() -> str:

@@ -107,6 +107,11 @@ class Command(BaseCommand):
             for username, password in passwords:
                 self.stdout.write(f"  {username:<11} {password}")
             self.stdout.write("  (new ones: python manage.py seed_demo --reset-passwords)\n")
+        else:
+            self.stdout.write(
+                "Passwords were shown when the users were created; "
+                "python manage.py seed_demo --reset-passwords prints new ones."
+            )
         self.stdout.write(self.style.SUCCESS("Demo data ready."))
 
     def _users(self, reset: bool) -> tuple[dict[str, User], list[tuple[str, str]]]:
