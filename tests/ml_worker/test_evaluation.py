@@ -127,7 +127,7 @@ def test_its_exact_win_rate_is_one_half_against_itself() -> None:
     torch.testing.assert_close(wr.per_prompt, torch.full((6,), 0.5, dtype=torch.float64))
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=20, deadline=None)
 @given(st.integers(1, 5), st.integers(1, 6), st.integers(0, 2**31), st.floats(0.05, 5.0))
 def test_its_exact_win_probabilities_are_complementary(
     p: int, c: int, seed: int, temperature: float
@@ -135,7 +135,9 @@ def test_its_exact_win_probabilities_are_complementary(
     rewards, new, base = pool(p, c, seed)
     forward = exact_pair_win_probs(rewards, new, base, temperature=temperature)
     backward = exact_pair_win_probs(rewards, base, new, temperature=temperature)
-    torch.testing.assert_close(forward + backward, torch.ones(p, dtype=torch.float64))
+    # sigma(d) + sigma(-d) = 1, so the sum is (sum of new) * (sum of base), 1 up to float32.
+    total = new.double().sum(-1) * base.double().sum(-1)
+    torch.testing.assert_close(forward + backward, total)
     assert bool(((forward >= 0) & (forward <= 1)).all())
 
 
