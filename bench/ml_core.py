@@ -224,6 +224,8 @@ def main() -> None:
             "cpu_count": os.cpu_count(),
             "torch_threads": torch.get_num_threads(),
             "load_average_1m": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+            "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY"),
+            "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS"),
         },
         "sizes": {
             "B": args.prompts,

@@ -88,8 +88,9 @@ class ENNConfig:
     #: Per-particle bootstrap weights on each label, drawn once when the label arrives.
     bootstrap: Bootstrap = "none"
     bootstrap_prob: float = 0.5
-    #: Replay buffer capacity (labels) and how many old labels join each step.
-    replay_size: int = 4096
+    #: Replay buffer capacity (labels) and how many old labels join each step. The buffer is
+    #: saved with every trainer version: 1024 labels of 576-wide features take 4.7 MB.
+    replay_size: int = 1024
     replay_batch: int = 64
     #: From-scratch refit (offline / periodic algorithms).
     refit_epochs: int = 20
