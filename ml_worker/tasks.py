@@ -61,6 +61,23 @@ def judge_round(self, round_id: int) -> int:
 
 
 @shared_task(
+    name="rounds.open",
+    queue="gpu",
+    acks_late=True,
+    time_limit=1800,
+    soft_time_limit=1700,
+    autoretry_for=TRANSIENT,
+    retry_backoff=True,
+    max_retries=8,
+    ignore_result=True,
+)
+def open_round(campaign_id: int) -> int | None:
+    """Open a running campaign's next round (writing its initial versions the first time)."""
+    rnd = services.campaign_open_round(campaign_id=campaign_id)
+    return rnd.pk if rnd else None
+
+
+@shared_task(
     name="rounds.sweep", queue="default", time_limit=300, soft_time_limit=280, ignore_result=True
 )
 def sweep_rounds() -> dict[str, int]:

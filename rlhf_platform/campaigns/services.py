@@ -89,6 +89,10 @@ def campaign_set_state(*, campaign: Campaign, action: str) -> Campaign:
         raise Conflict(
             f"Cannot {action} a campaign that is {campaign.state}.", code="invalid_transition"
         )
+    if target == CampaignState.RUNNING and campaign.runs_rounds:
+        from rlhf_platform.rounds import dispatch
+
+        dispatch.open_round(campaign.pk)
     return campaign
 
 

@@ -17,14 +17,14 @@ from django.db import transaction
 _inline_queue: collections.deque[tuple[str, int]] | None = None
 
 
-def _send(kind: str, round_id: int) -> None:
+def _send(kind: str, object_id: int) -> None:
     if _inline_queue is not None:
-        _inline_queue.append((kind, round_id))
+        _inline_queue.append((kind, object_id))
         return
     from ml_worker import tasks
 
-    task = tasks.round_step if kind == "step" else tasks.judge_round
-    task.delay(round_id)
+    task = {"step": tasks.round_step, "judge": tasks.judge_round, "open": tasks.open_round}[kind]
+    task.delay(object_id)
 
 
 def step(round_id: int) -> None:
@@ -33,6 +33,11 @@ def step(round_id: int) -> None:
 
 def judge(round_id: int) -> None:
     transaction.on_commit(lambda: _send("judge", round_id))
+
+
+def open_round(campaign_id: int) -> None:
+    """Open the campaign's next round in a worker (it may load models: not in a request)."""
+    transaction.on_commit(lambda: _send("open", campaign_id))
 
 
 @contextlib.contextmanager

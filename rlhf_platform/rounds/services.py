@@ -212,8 +212,8 @@ def campaign_open_round(*, campaign_id: int) -> Round | None:
 
     Finishes the campaign instead when its rounds or its budget are used up.
     """
-    campaign = Campaign.objects.get(pk=campaign_id)
-    if not campaign.runs_rounds or campaign.state != CampaignState.RUNNING:
+    campaign = Campaign.objects.filter(pk=campaign_id).first()
+    if campaign is None or not campaign.runs_rounds or campaign.state != CampaignState.RUNNING:
         return None
     open_round = campaign.rounds.exclude(state=RoundState.DONE).first()
     if open_round is not None:
@@ -925,11 +925,13 @@ def campaign_run_inline(
                         continue
                     round_step(round_id=rnd.pk)  # e.g. a released claim
                     continue
-                kind, round_id = item
+                kind, object_id = item
                 if kind == "judge":
-                    round_judge(round_id=round_id)
+                    round_judge(round_id=object_id)
+                elif kind == "open":
+                    campaign_open_round(campaign_id=object_id)
                 else:
-                    round_step(round_id=round_id)
+                    round_step(round_id=object_id)
             finished.append(rnd)
             if on_round_done is not None:
                 on_round_done(rnd)
