@@ -430,3 +430,28 @@ def test_a_step_without_new_labels_changes_nothing() -> None:
     assert metrics["n_new"] == 0 and trainer.steps == 1 and len(trainer.replay) == 6
     for p, q in zip(before, trainer.model.parameters(), strict=True):
         assert torch.equal(p, q)
+
+
+def test_particles_agree_more_on_labeled_pairs_than_on_unseen_ones() -> None:
+    # The epistemic part: training shrinks the particles' disagreement about P(a > b) where
+    # there are labels, much less elsewhere.
+    trainer = ENNTrainer(
+        small_config(num_particles=30, lr=1e-2, l2_weight=1e-4, replay_batch=0, seed=5)
+    )
+    g = torch.Generator().manual_seed(5)
+    w = torch.randn(D, generator=g)
+    fa, fb = torch.randn(24, D, generator=g), torch.randn(24, D, generator=g)
+    t = (fa @ w > fb @ w).float()
+    ua, ub = torch.randn(24, D, generator=g), torch.randn(24, D, generator=g)
+
+    def disagreement(xa: torch.Tensor, xb: torch.Tensor) -> float:
+        with torch.no_grad():
+            p = torch.sigmoid(trainer.model.particles(xa) - trainer.model.particles(xb))
+        return float(p.var(dim=0).mean())
+
+    seen_before, unseen_before = disagreement(fa, fb), disagreement(ua, ub)
+    for _ in range(40):
+        trainer.step(fa, fb, t)
+    seen_after, unseen_after = disagreement(fa, fb), disagreement(ua, ub)
+    assert seen_after < 0.5 * seen_before
+    assert seen_after / seen_before < unseen_after / unseen_before
