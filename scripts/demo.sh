@@ -40,6 +40,7 @@ base="http://$DEMO_HOST:$DEMO_PORT"
 cat <<MSG
 
 == Starting the web server and the Celery worker (with beat). Ctrl-C stops both.
+   Label:        $base/            (log in as annotator)
    Admin:        $base/admin/      (log in as admin)
    API docs:     $base/api/docs/
    API:          $base/api/v1/     (token: POST $base/api/v1/auth/token/)
