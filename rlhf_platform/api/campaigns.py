@@ -316,6 +316,11 @@ class PromptImportApi(ApiView):
             serializer = self.JsonInputSerializer(data=request.data)
             serializer.is_valid(raise_exception=True)
             content, fmt = serializer.validated_data["content"], serializer.validated_data["format"]
+            if len(content) > IMPORT_MAX_BYTES:
+                raise InvalidInput(
+                    f"The content is {len(content)} characters; at most {IMPORT_MAX_BYTES}.",
+                    code="file_too_large",
+                )
         prompts = prompts_import(campaign=campaign, content=content, fmt=fmt)
         return Response(
             self.OutputSerializer({"count": len(prompts)}).data, status=status.HTTP_201_CREATED
