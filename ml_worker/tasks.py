@@ -19,7 +19,6 @@ TRANSIENT = services.TRANSIENT_ERRORS
 
 @shared_task(
     name="rounds.step",
-    queue="gpu",
     acks_late=True,
     reject_on_worker_lost=True,
     time_limit=3600,
@@ -41,7 +40,6 @@ def round_step(round_id: int) -> str | None:
 
 @shared_task(
     name="rounds.judge",
-    queue="judge",
     bind=True,
     acks_late=True,
     reject_on_worker_lost=True,
@@ -62,7 +60,6 @@ def judge_round(self, round_id: int) -> int:
 
 @shared_task(
     name="rounds.open",
-    queue="gpu",
     acks_late=True,
     time_limit=1800,
     soft_time_limit=1700,
@@ -77,9 +74,7 @@ def open_round(campaign_id: int) -> int | None:
     return rnd.pk if rnd else None
 
 
-@shared_task(
-    name="rounds.sweep", queue="default", time_limit=300, soft_time_limit=280, ignore_result=True
-)
+@shared_task(name="rounds.sweep", time_limit=300, soft_time_limit=280, ignore_result=True)
 def sweep_rounds() -> dict[str, int]:
     """Periodic (beat): close overdue rounds, recover lost or abandoned steps."""
     return services.rounds_sweep()

@@ -169,6 +169,15 @@ CELERY_TASK_SERIALIZER = "json"
 CELERY_RESULT_SERIALIZER = "json"
 CELERY_ACCEPT_CONTENT = ["json"]
 CELERY_TASK_DEFAULT_QUEUE = "default"
+# Queues by resource: generation and training on `gpu` workers, network-bound judge calls on
+# `judge` workers (high concurrency), bookkeeping on `default`.
+CELERY_TASK_ROUTES = {
+    "rounds.step": {"queue": "gpu"},
+    "rounds.open": {"queue": "gpu"},
+    "rounds.judge": {"queue": "judge"},
+    "rounds.sweep": {"queue": "default"},
+    "labeling.*": {"queue": "default"},
+}
 CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 3600, minimum=1)
 CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 3300, minimum=1)
 if CELERY_TASK_SOFT_TIME_LIMIT >= CELERY_TASK_TIME_LIMIT:
@@ -176,6 +185,15 @@ if CELERY_TASK_SOFT_TIME_LIMIT >= CELERY_TASK_TIME_LIMIT:
 CELERY_TASK_ACKS_LATE = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# A web request that enqueues work must not hang while the broker is down: give up quickly
+# (the periodic sweep sends the work later).
+CELERY_TASK_PUBLISH_RETRY_POLICY = {
+    "max_retries": 2,
+    "interval_start": 0,
+    "interval_step": 0.2,
+    "interval_max": 0.5,
+}
+CELERY_BROKER_CONNECTION_TIMEOUT = 2
 CELERY_BEAT_SCHEDULE = {
     "release-expired-leases": {
         "task": "labeling.release_expired_leases",

@@ -263,6 +263,10 @@ def _label_submit_locked(
     comparison.state = _comparison_state(comparison)
     comparison.save(update_fields=["labels_count", "leased_count", "state", "updated_at"])
     Lease.objects.filter(pk=lease.pk).update(state=LeaseState.SUBMITTED, closed_at=now)
+    if comparison.round_id is not None and comparison.state == ComparisonState.LABELED:
+        from rlhf_platform.rounds import dispatch
+
+        dispatch.step(comparison.round_id)  # the round may be complete: let a worker check
     return label, True
 
 

@@ -9,7 +9,6 @@ from rlhf_platform.labeling.services import leases_release_expired
 
 @shared_task(
     name="labeling.release_expired_leases",
-    queue="default",
     acks_late=True,
     time_limit=120,
     soft_time_limit=100,

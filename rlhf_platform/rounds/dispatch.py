@@ -10,9 +10,13 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import logging
 from collections.abc import Callable, Iterator
 
 from django.db import transaction
+from kombu.exceptions import OperationalError as BrokerError
+
+log = logging.getLogger(__name__)
 
 _inline_queue: collections.deque[tuple[str, int]] | None = None
 
@@ -24,7 +28,12 @@ def _send(kind: str, object_id: int) -> None:
     from ml_worker import tasks
 
     task = {"step": tasks.round_step, "judge": tasks.judge_round, "open": tasks.open_round}[kind]
-    task.delay(object_id)
+    try:
+        task.delay(object_id)
+    except (BrokerError, OSError) as exc:
+        # The broker is down. What the caller committed stands; the periodic sweep
+        # (rounds.sweep) finds the round waiting and sends the work once the broker is back.
+        log.warning("broker unavailable, %s %s left to the sweeper: %s", kind, object_id, exc)
 
 
 def step(round_id: int) -> None:

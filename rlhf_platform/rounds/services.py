@@ -37,7 +37,7 @@ from ml_worker.core import learner
 from ml_worker.core.acquisition import select_pairs
 from ml_worker.core.enn import CHOICE_TARGETS, ENNTrainer
 from ml_worker.core.evaluation import NoValidJudgmentsError, win_rate
-from ml_worker.core.judges.base import JudgeQuery, build_judge
+from ml_worker.core.judges.base import JudgeAuthError, JudgeConfigError, JudgeQuery, build_judge
 from ml_worker.core.update import reinforce_signals, unlabeled_signals
 from rlhf_platform.budgets.selectors import budget_status
 from rlhf_platform.budgets.services import budget_debit, budget_lock
@@ -481,7 +481,11 @@ def round_judge(*, round_id: int, batch_size: int = 64) -> int:
         for c, swap in zip(chunk, swaps, strict=True):
             a, b = (c.response_b, c.response_a) if swap else (c.response_a, c.response_b)
             queries.append(JudgeQuery(c.prompt.text, a.text, b.text, c.prompt.reference or None))
-        results = judge.judge(queries, seed=_round_rng(campaign, rnd, 6) + start)
+        try:
+            results = judge.judge(queries, seed=_round_rng(campaign, rnd, 6) + start)
+        except (JudgeAuthError, JudgeConfigError) as exc:  # no retry can fix these
+            round_fail(round_id=round_id, reason=f"judge: {exc}")
+            return 0
         for c, swap, result in zip(chunk, swaps, results, strict=True):
             try:
                 _record_judgment(c, swap, result, judge_name)
