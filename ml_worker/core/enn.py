@@ -217,7 +217,7 @@ class ENNRewardModel(nn.Module):
 
     Parameters (trainable): ``point_w{i}``, ``point_b{i}``, ``diff_w{i}``, ``diff_b{i}``.
     Buffers (frozen, saved): the priors ``prior_w{i}``, ``prior_b{i}`` and a copy of every
-    trainable tensor at initialization (``init.<name>``) for the L2 anchor and for ``refit``.
+    trainable tensor at initialization (``init_<name>``) for the L2 anchor and for ``refit``.
     """
 
     def __init__(self, config: ENNConfig) -> None:
