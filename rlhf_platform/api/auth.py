@@ -72,7 +72,9 @@ class AuthTokenApi(ApiView):
             **{
                 status: response
                 for status, response in error_responses(
-                    e400="`invalid_credentials`", e429="`throttled` (too many attempts)"
+                    e400="`invalid_credentials`",
+                    e415="`unsupported_media_type` (send JSON or a form)",
+                    e429="`throttled` (too many attempts)",
                 ).items()
                 if status != 401
             },

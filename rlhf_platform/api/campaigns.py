@@ -305,6 +305,7 @@ class PromptImportApi(ApiView):
                 "`file_too_large`",
                 e403="`permission_denied`",
                 e404="`not_found`",
+                e415="`unsupported_media_type` (send JSON or multipart/form-data)",
             ),
         },
     )

@@ -47,6 +47,7 @@ _COMMON = {
     400: "`malformed_request` (the body is not valid JSON), `validation_error` (fields "
     "missing or of the wrong type; `details` maps fields to messages)",
     401: "`not_authenticated` (no credentials), `authentication_failed` (bad token)",
+    415: "`unsupported_media_type` (send JSON)",
 }
 
 
@@ -54,12 +55,13 @@ def error_responses(*, body: bool = True, **codes_by_status: str) -> dict[int, O
     """OpenAPI responses for the errors an endpoint documents.
 
     ``error_responses(e404="`not_found`")`` adds a 404 to the 401 every endpoint can answer
-    (and the 400 of every endpoint that reads a body); a 400 given here is listed after it.
+    (and the 400 and 415 of every endpoint that reads a body). Codes given for 400 are
+    listed after the common ones; any other status given here replaces the common text.
     """
     descriptions = dict(_COMMON) if body else {401: _COMMON[401]}
     for key, text in codes_by_status.items():
         status = int(key.removeprefix("e"))
-        descriptions[status] = f"{descriptions[status]}; {text}" if status in descriptions else text
+        descriptions[status] = f"{descriptions[status]}; {text}" if status == 400 else text
     return {
         status: OpenApiResponse(response=ErrorSerializer, description=text)
         for status, text in sorted(descriptions.items())
