@@ -80,6 +80,30 @@ def test_seeded_sampling_is_reproducible_and_leaves_the_global_rng_alone(make_ti
     assert policy.sample(PROMPTS, 3, seed=8) != a
 
 
+@pytest.mark.parametrize("shared_prefill", [True, False])
+def test_sampling_matches_plain_generate_with_the_same_settings(make_tiny_policy, shared_prefill):
+    policy = make_tiny_policy(max_new_tokens=10, shared_prefill=shared_prefill)
+    samples = policy.sample(PROMPTS, 3, seed=5)
+    plain, _ = tiny_causal_lm(seed=0)  # an untouched copy: no peft anywhere
+    input_ids, attention = left_pad(policy.encode_prompts(PROMPTS), policy.pad_id)
+    torch.manual_seed(5)
+    out = plain.generate(
+        input_ids=input_ids,
+        attention_mask=attention,
+        do_sample=True,
+        top_k=5,
+        temperature=1.0,
+        max_new_tokens=10,
+        num_return_sequences=3,
+        pad_token_id=policy.pad_id,
+        eos_token_id=policy.eos_id,
+    )
+    texts, counts = policy._decode(out[:, input_ids.shape[1] :])
+    assert [s for group in samples for s in group] == texts
+    assert policy.last_token_counts == counts
+    assert all(1 <= c <= 10 for c in counts)
+
+
 def test_left_padded_batches_decode_like_single_prompts(make_tiny_policy):
     policy = make_tiny_policy(max_new_tokens=16)
     _perturb_adapter(policy, scale=0.2)
@@ -109,7 +133,7 @@ def test_log_probs_match_unbatched_unpadded_computation(make_tiny_policy):
     responses = ["Paris.", "", "4", "Once upon a time there was a cat.", "hello there"]
     batched = policy.log_probs(prompts, responses)
     reference = torch.tensor(
-        [_reference_log_prob(policy, p, r) for p, r in zip(prompts, responses)]
+        [_reference_log_prob(policy, p, r) for p, r in zip(prompts, responses, strict=True)]
     )
     torch.testing.assert_close(batched, reference, atol=1e-4, rtol=1e-5)
     assert (batched < 0).all()
@@ -193,9 +217,9 @@ def test_the_anchor_is_an_exponential_moving_average(make_tiny_policy):
     policy = make_tiny_policy(lr=1e-2, ema_decay=0.75)
     previous = [a.clone() for a in policy.anchor]
     policy.update(["hi"], ["hello"], torch.tensor([0.5]))
-    for a, prev, p in zip(policy.anchor, previous, policy.params):
+    for a, prev, p in zip(policy.anchor, previous, policy.params, strict=True):
         torch.testing.assert_close(a, 0.75 * prev + 0.25 * p.detach())
-    assert any(not torch.equal(a, prev) for a, prev in zip(policy.anchor, previous))
+    assert any(not torch.equal(a, prev) for a, prev in zip(policy.anchor, previous, strict=True))
 
 
 def test_gradients_are_clipped(make_tiny_policy):
@@ -222,7 +246,7 @@ def test_save_load_round_trip_gives_identical_outputs(make_tiny_policy, tmp_path
     m1 = policy.update(prompts, responses, torch.tensor([0.2, 0.2]))
     m2 = loaded.update(prompts, responses, torch.tensor([0.2, 0.2]))
     assert m1 == m2
-    assert all(torch.equal(a, b) for a, b in zip(policy.params, loaded.params))
+    assert all(torch.equal(a, b) for a, b in zip(policy.params, loaded.params, strict=True))
 
 
 def test_the_saved_version_is_small_next_to_the_model(tmp_path):

@@ -38,6 +38,7 @@ one `LMPolicy` per base model instance (use `load_state` to switch versions on t
 from __future__ import annotations
 
 import contextlib
+import copy
 import importlib.util
 import json
 import os
@@ -194,6 +195,7 @@ class LMPolicy:
         append_eos: bool = True,
         system_prompt: str | None = None,
         init_seed: int = 0,
+        shared_prefill: bool = True,
     ) -> None:
         if any(isinstance(m, LoraLayer) for m in model.modules()):
             raise ValueError("model already carries LoRA layers: give each LMPolicy a fresh model")
@@ -214,6 +216,7 @@ class LMPolicy:
             "append_eos": append_eos,
             "system_prompt": system_prompt,
             "init_seed": init_seed,
+            "shared_prefill": shared_prefill,
         }
         self.tokenizer = tokenizer
         self.eos_id = int(tokenizer.eos_token_id)
@@ -238,6 +241,9 @@ class LMPolicy:
         self.anchor = [p.detach().clone() for p in self.params]
         self.optimizer = torch.optim.Adam(self.params, lr=lr)
         self.steps = 0
+        # Generated tokens (EOS included when emitted) per response of the last sample/greedy
+        # call, flattened in output order: what a Response's token count should record.
+        self.last_token_counts: list[int] = []
 
     @property
     def device(self) -> torch.device:
@@ -261,16 +267,21 @@ class LMPolicy:
         ids = self.tokenizer(responses, add_special_tokens=False)["input_ids"] if responses else []
         return [r + [self.eos_id] if self.config["append_eos"] else r for r in ids]
 
-    def _decode(self, new_tokens: Tensor) -> list[str]:
-        """new_tokens: [N, T] -> texts, each cut at its first EOS/pad."""
-        texts = []
+    def _decode(self, new_tokens: Tensor) -> tuple[list[str], list[int]]:
+        """new_tokens: [N, T] -> (texts cut at their first EOS/pad, generated token counts).
+
+        A count includes the EOS when the sequence stopped before max_new_tokens.
+        """
+        texts, counts = [], []
         for row in new_tokens.tolist():
+            count = len(row)
             for i, t in enumerate(row):
                 if t == self.eos_id or t == self.pad_id:
-                    row = row[:i]
+                    row, count = row[:i], i + 1
                     break
             texts.append(self.tokenizer.decode(row, skip_special_tokens=True))
-        return texts
+            counts.append(count)
+        return texts, counts
 
     # -- decoding ---------------------------------------------------------------------------------
 
@@ -310,18 +321,54 @@ class LMPolicy:
         per_chunk = max(1, self.config["gen_batch_size"] // k)
         gen_config = self.generation_config(k, do_sample=do_sample)
         out: list[str] = []
+        counts: list[int] = []
         devices = [self.device] if self.device.type == "cuda" else []
         with self.merged_for_decoding(), torch.random.fork_rng(devices=devices):
             torch.manual_seed(seed)
             for start in range(0, len(encoded), per_chunk):
                 input_ids, attention = left_pad(encoded[start : start + per_chunk], self.pad_id)
-                generated = self.base.generate(
-                    input_ids=input_ids.to(self.device),
-                    attention_mask=attention.to(self.device),
-                    generation_config=gen_config,
-                )
-                out.extend(self._decode(generated[:, input_ids.shape[1] :].cpu()))
+                input_ids, attention = input_ids.to(self.device), attention.to(self.device)
+                if k > 1 and self.config["shared_prefill"]:
+                    generated = self._generate_shared_prefill(input_ids, attention, k, gen_config)
+                else:
+                    generated = self.base.generate(
+                        input_ids=input_ids, attention_mask=attention, generation_config=gen_config
+                    )
+                texts, n_tokens = self._decode(generated[:, input_ids.shape[1] :].cpu())
+                out.extend(texts)
+                counts.extend(n_tokens)
+        self.last_token_counts = counts
         return out
+
+    def _generate_shared_prefill(
+        self, input_ids: Tensor, attention: Tensor, k: int, gen_config: GenerationConfig
+    ) -> Tensor:
+        """Sample K continuations per prompt, running each prompt's prefill once, not K times.
+
+        Plain `generate(num_return_sequences=K)` repeats every prompt K times before the
+        prefill. Here the prompts minus their last token go through the model once, the KV
+        cache is repeated K times (same order as generate's expansion), and generate continues
+        from the last prompt token. Same sampling, same RNG use; the prefill costs 1/K.
+        input_ids, attention: [P, L] left-padded. Returns [P * K, L + new] like generate.
+        """
+        positions = (attention.cumsum(-1) - 1).masked_fill(attention == 0, 0)
+        prefix = self.base(
+            input_ids=input_ids[:, :-1],
+            attention_mask=attention[:, :-1],
+            position_ids=positions[:, :-1],
+            use_cache=True,
+            logits_to_keep=1,
+        )
+        cache = prefix.cache if "cache" in prefix else prefix.past_key_values
+        cache.batch_repeat_interleave(k)
+        single = copy.deepcopy(gen_config)
+        single.num_return_sequences = 1
+        return self.base.generate(
+            input_ids=input_ids.repeat_interleave(k, dim=0),
+            attention_mask=attention.repeat_interleave(k, dim=0),
+            cache=cache,
+            generation_config=single,
+        )
 
     @contextlib.contextmanager
     def merged_for_decoding(self) -> Iterator[None]:
@@ -497,7 +544,10 @@ class LMPolicy:
         tmp.mkdir(parents=True)
         try:
             self.model.save_pretrained(tmp)  # adapter_config.json + adapter_model.safetensors
-            anchor = {n: a.cpu().contiguous() for (n, _), a in zip(self.trainable, self.anchor)}
+            anchor = {
+                n: a.cpu().contiguous()
+                for (n, _), a in zip(self.trainable, self.anchor, strict=True)
+            }
             save_file(anchor, tmp / "anchor.safetensors")
             optim: dict[str, Tensor] = {}
             for i, state in self.optimizer.state_dict()["state"].items():
