@@ -130,6 +130,7 @@
   // --- htmx integration ---------------------------------------------------------------------
   document.addEventListener("htmx:afterSwap", function (ev) {
     clearError();
+    tick(); // start a swapped-in countdown from the moment it appears
     var target = ev.detail && ev.detail.target;
     if (!target || target.id !== "workspace") return;
     pendingLease = null;
@@ -164,9 +165,10 @@
       (verb === "post" ? " Your last action was not saved; try again (it will not be counted twice)." : ""));
   });
 
+  function init() { noteComparison(); tick(); }
   if (document.readyState === "loading") {
-    document.addEventListener("DOMContentLoaded", noteComparison);
+    document.addEventListener("DOMContentLoaded", init);
   } else {
-    noteComparison();
+    init();
   }
 })();
