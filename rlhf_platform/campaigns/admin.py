@@ -1,8 +1,9 @@
-from django.contrib import admin
+from django.contrib import admin, messages
 
 from rlhf_platform.budgets.models import Budget
 from rlhf_platform.campaigns.models import (
     Campaign,
+    Evaluation,
     Membership,
     ModelVersion,
     Prompt,
@@ -66,9 +67,47 @@ class ModelVersionAdmin(admin.ModelAdmin):
 
 @admin.register(Round)
 class RoundAdmin(admin.ModelAdmin):
-    list_display = ("campaign", "index", "state", "started_at", "finished_at")
+    list_display = (
+        "campaign",
+        "index",
+        "state",
+        "leftovers",
+        "attempts",
+        "started_at",
+        "finished_at",
+    )
     list_filter = ("state", "campaign")
-    readonly_fields = ("transitions",)
+    readonly_fields = ("transitions", "claim_token", "claimed_at", "failure_reason")
+    actions = ("retry_failed",)
+
+    @admin.action(description="Retry the selected failed rounds")
+    def retry_failed(self, request, queryset):
+        from rlhf_platform.errors import ServiceError
+        from rlhf_platform.rounds.services import round_retry
+
+        for rnd in queryset:
+            try:
+                round_retry(round_id=rnd.pk)
+            except ServiceError as exc:
+                self.message_user(request, f"round {rnd}: {exc.message}", messages.WARNING)
+            else:
+                self.message_user(request, f"round {rnd} sent back to work")
+
+
+@admin.register(Evaluation)
+class EvaluationAdmin(admin.ModelAdmin):
+    list_display = (
+        "campaign",
+        "round",
+        "policy_version",
+        "labels_spent",
+        "win_rate",
+        "ci_low",
+        "ci_high",
+        "n_prompts",
+        "n_invalid",
+    )
+    list_filter = ("campaign",)
 
 
 @admin.register(Response)

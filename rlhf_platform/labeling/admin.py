@@ -1,6 +1,6 @@
 from django.contrib import admin
 
-from rlhf_platform.labeling.models import Comparison, Label, Lease
+from rlhf_platform.labeling.models import Comparison, JudgeCall, Label, Lease
 
 
 @admin.register(Comparison)
@@ -54,3 +54,22 @@ class LabelAdmin(admin.ModelAdmin):
     search_fields = ("annotator__username", "rationale")
     raw_id_fields = ("comparison", "lease")
     date_hierarchy = "created_at"
+
+
+@admin.register(JudgeCall)
+class JudgeCallAdmin(admin.ModelAdmin):
+    list_display = (
+        "id",
+        "comparison",
+        "judge_name",
+        "valid",
+        "choice",
+        "prob_a",
+        "attempt",
+        "tokens_in",
+        "tokens_out",
+        "created_at",
+    )
+    list_filter = ("valid", "judge_name")
+    search_fields = ("invalid_reason",)
+    raw_id_fields = ("comparison",)
