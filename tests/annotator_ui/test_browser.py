@@ -8,22 +8,16 @@ git ignores; copies of them live under docs/img/ for the README.
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
 import pytest
+from django.utils import timezone
 
-# Playwright's sync API runs an event loop in this thread; Django then refuses ORM calls
-# from it unless told that this is fine (the test code is not async).
-os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
-
-from django.utils import timezone  # noqa: E402
-
-from annotator_ui import views  # noqa: E402
-from rlhf_platform.campaigns.services import comparisons_import_pairs  # noqa: E402
-from rlhf_platform.labeling.models import Choice, Label, Lease, LeaseState  # noqa: E402
-from tests.conftest import make_campaign  # noqa: E402
+from annotator_ui import views
+from rlhf_platform.campaigns.services import comparisons_import_pairs
+from rlhf_platform.labeling.models import Choice, Label, Lease, LeaseState
+from tests.conftest import make_campaign
 
 pytestmark = [pytest.mark.slow, pytest.mark.django_db(transaction=True)]
 
@@ -39,7 +33,7 @@ WIDE = {"width": 1400, "height": 1000}
 NARROW = {"width": 390, "height": 844}
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser():
     executable = shutil.which("chromium")
     if executable is None:
@@ -51,10 +45,15 @@ def browser():
         )
     from playwright.sync_api import sync_playwright
 
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
-        yield browser
-        browser.close()
+    # Playwright's sync API keeps an event loop in this thread while it runs; Django then
+    # refuses ORM calls from the test code unless told it is safe (the tests are not async).
+    # Only for this module: the browser is closed and the variable removed at its end.
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+            yield browser
+            browser.close()
 
 
 class Page:
@@ -477,3 +476,28 @@ def test_keyboard_focus_is_visible(open_page, showcase):
         "el => getComputedStyle(el).outlineStyle + ' ' + getComputedStyle(el).outlineWidth"
     )
     assert outline.startswith("solid") and not outline.endswith(" 0px")
+
+
+def test_the_page_works_without_javascript(browser, live_server, annotator, campaign):
+    context = browser.new_context(viewport=WIDE, java_script_enabled=False)
+    try:
+        ui = Page(context.new_page(), live_server.url)
+        ui.login("anna")
+        ui.page.goto(f"{live_server.url}/campaigns/{campaign.pk}/label/")
+        lease, (left, _) = ui.lease_id(), ui.shown()
+        ui.page.get_by_label("Rationale").fill("plain form post")
+        with ui.page.expect_navigation():  # a full page load: post, redirect, get
+            ui.page.get_by_role("button", name="A is better").click()
+        assert "Saved: A is better." in ui.page.inner_text(".flashes")
+        assert ui.lease_id() != lease
+        label = Label.objects.get(annotator=annotator)
+        assert label.lease_id == int(lease) and preferred_text(label) == left
+        assert label.rationale == "plain form post"
+        with ui.page.expect_navigation():
+            ui.page.get_by_role("button", name="Skip").click()
+        assert "Skipped." in ui.page.inner_text(".flashes")
+        with ui.page.expect_navigation():
+            ui.page.get_by_role("button", name="More time").click()
+        assert "more." in ui.page.inner_text(".flashes")
+    finally:
+        context.close()
