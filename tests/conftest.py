@@ -101,3 +101,9 @@ def campaign(researcher, annotator, other_annotator) -> Campaign:
 @pytest.fixture
 def foreign_campaign(researcher, outsider) -> Campaign:
     return make_campaign(researcher, name="Other team", members=(outsider,))
+
+
+@pytest.fixture(autouse=True)
+def _fast_password_hasher(settings):
+    """The default PBKDF2 hasher costs ~0.3 s per user on this machine; tests make many."""
+    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import logging
+
+from django.conf import settings
 from rest_framework import exceptions
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
 from rlhf_platform.errors import ServiceError
+
+log = logging.getLogger(__name__)
 
 _DRF_CODES = {
     exceptions.ParseError: "malformed_request",
@@ -29,7 +34,14 @@ def exception_handler(exc, context):
         return Response(body, status=exc.status)
     response = drf_exception_handler(exc, context)
     if response is None:
-        return None
+        if settings.DEBUG:
+            return None  # Django's debug page, with the traceback
+        # An unexpected error: log it with its traceback, answer JSON like every other error.
+        log.exception("unhandled API error", exc_info=exc)
+        return Response(
+            {"code": "server_error", "message": "Something went wrong on our side; it was logged."},
+            status=500,
+        )
     code = next((c for cls, c in _DRF_CODES.items() if isinstance(exc, cls)), "error")
     if isinstance(exc, exceptions.ValidationError):
         body = {"code": code, "message": "The request is invalid.", "details": response.data}

@@ -22,8 +22,3 @@ def client_for() -> Callable[[User | None], APIClient]:
 
     return make
 
-
-@pytest.fixture(autouse=True)
-def fast_password_hasher(settings) -> None:
-    # The default PBKDF2 costs ~0.5 s a user on this machine; the cast has five.
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
