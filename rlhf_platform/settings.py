@@ -161,6 +161,10 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    "ENUM_NAME_OVERRIDES": {
+        "CampaignStateEnum": "rlhf_platform.campaigns.models.CampaignState",
+        "RoundStateEnum": "rlhf_platform.campaigns.models.RoundState",
+    },
     "COMPONENT_SPLIT_REQUEST": True,
 }
 

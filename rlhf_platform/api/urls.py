@@ -3,7 +3,7 @@ from __future__ import annotations
 from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from rlhf_platform.api import auth, campaigns, labeling
+from rlhf_platform.api import auth, campaigns, labeling, rounds
 from rlhf_platform.api.common import UnknownEndpointApi
 
 v1 = [
@@ -34,6 +34,10 @@ v1 = [
         campaigns.CampaignProgressApi.as_view(),
         name="campaign-progress",
     ),
+    path(
+        "campaigns/<int:campaign_id>/rounds/", rounds.RoundListApi.as_view(), name="campaign-rounds"
+    ),
+    path("rounds/<int:round_id>/retry/", rounds.RoundRetryApi.as_view(), name="round-retry"),
     path(
         "campaigns/<int:campaign_id>/next/",
         labeling.NextComparisonApi.as_view(),
