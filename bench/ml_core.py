@@ -87,6 +87,14 @@ def bench_reward_model(
     fb = torch.randn(args.labels, SMOLLM2_WIDTH, generator=gen)
     targets = torch.tensor([1.0, 0.0, 0.5])[torch.randint(3, (args.labels,), generator=gen)]
     step = timed(lambda: trainer.step(fa, fb, targets), repeats=args.repeats, warmup=args.warmup)
+    # The same step on the 64 new labels alone (an empty replay buffer: the first round).
+    first_round = ENNTrainer(config)
+
+    def step_new_only() -> None:
+        first_round.replay.clear()
+        first_round.step(fa, fb, targets)
+
+    step_new = timed(step_new_only, repeats=args.repeats, warmup=args.warmup)
 
     responses = torch.randn(args.prompts * args.responses, SMOLLM2_WIDTH, generator=gen)
 
@@ -100,6 +108,7 @@ def bench_reward_model(
         "labels_per_step": args.labels,
         "replay_per_step": config.replay_batch,
         "reward_step": step,
+        "reward_step_new_labels_only": step_new,
         "score": {**scoring, "responses": args.prompts * args.responses},
     }, trainer
 
@@ -249,6 +258,11 @@ def main() -> None:
         f"reward step ({args.labels} new + {reward['replay_per_step']} replayed labels, "
         f"M={args.particles}): {reward['reward_step']['median_s'] * 1e3:.1f} ms "
         f"(CPU {reward['reward_step']['median_cpu_s'] * 1e3:.1f} ms)"
+    )
+    print(
+        f"reward step ({args.labels} new labels, no replay): "
+        f"{reward['reward_step_new_labels_only']['median_s'] * 1e3:.1f} ms "
+        f"(CPU {reward['reward_step_new_labels_only']['median_cpu_s'] * 1e3:.1f} ms)"
     )
     score = reward["score"]
     print(
