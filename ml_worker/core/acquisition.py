@@ -14,6 +14,10 @@ probability under particle ``m`` is ``P_m(a > b) = sigmoid(r_m[a] - r_m[b])``.
 - ``boltzmann``: two distinct responses sampled without replacement from
   ``softmax(point_rewards / temperature)``; temperature 0 is the top-2 pair.
 
+Every rule takes an optional ``valid: bool[B, K]``: responses a pair may use (e.g. from
+``distinct_responses``, so that two identical texts are never compared). A prompt with fewer
+than two valid responses falls back to all of its responses.
+
 Every rule returns a ``Selection``: the pair per prompt, ``score`` (the particle variance of
 ``P(a > b)`` for the chosen pair: for ``infomax`` the criterion it maximized, for the other rules
 recorded so that rules can be compared on the same scale; NaN when no particles were given),
@@ -23,7 +27,7 @@ and the particle mean and variance of ``P(a > b)``. Variances are population var
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +38,7 @@ __all__ = [
     "ACQUISITION_RULES",
     "Selection",
     "boltzmann",
+    "distinct_responses",
     "double_thompson",
     "infomax",
     "pair_statistics",
@@ -115,17 +120,45 @@ def _argmax_random_ties(
     return torch.where(ties, keys, torch.full_like(keys, -1.0)).argmax(dim=-1)
 
 
-def _random_pairs(batch: int, k: int, generator: torch.Generator | None) -> tuple[Tensor, Tensor]:
-    """Uniform ordered pairs ``a != b`` over ``range(k)``: ``(a, b)`` long ``[batch]``."""
-    a = torch.randint(k, (batch,), generator=generator)
-    b = _other_than(a, k, generator)
-    return a, b
+def _random_among(allowed: Tensor, generator: torch.Generator | None) -> Tensor:
+    """Uniform index among the True entries of each row. ``allowed: bool[B, n]`` -> ``[B]``."""
+    keys = torch.rand(allowed.shape, generator=generator)
+    return torch.where(allowed.cpu(), keys, torch.full_like(keys, -1.0)).argmax(dim=-1)
 
 
-def _other_than(a: Tensor, k: int, generator: torch.Generator | None) -> Tensor:
-    """Uniform in ``range(k)`` minus ``{a}``, per entry of ``a``."""
-    shift = torch.randint(1, k, a.shape, generator=generator)
-    return (a + shift) % k
+def _without(allowed: Tensor, index: Tensor) -> Tensor:
+    """``allowed: bool[B, n]`` with entry ``index[b]`` of each row set to False."""
+    out = allowed.clone()
+    out[torch.arange(out.shape[0]), index] = False
+    return out
+
+
+def _valid_mask(valid: Tensor | None, batch: int, k: int) -> Tensor:
+    """``bool[B, K]`` on the CPU; rows with fewer than 2 valid responses become all True."""
+    if valid is None:
+        return torch.ones(batch, k, dtype=torch.bool)
+    valid = torch.as_tensor(valid, dtype=torch.bool).cpu()
+    if valid.shape != (batch, k):
+        raise ValueError(f"valid must be [{batch}, {k}], got {tuple(valid.shape)}")
+    too_few = valid.sum(dim=1) < 2
+    return torch.where(too_few.unsqueeze(1), torch.ones_like(valid), valid)
+
+
+def distinct_responses(responses: Sequence[Sequence[str]]) -> Tensor:
+    """``bool[B, K]``: True for the first occurrence of each text (whitespace-stripped) in its
+    prompt's group, so that no pair of identical responses is ever asked about."""
+    rows = []
+    for group in responses:
+        seen: set[str] = set()
+        row = []
+        for text in group:
+            key = text.strip()
+            row.append(key not in seen)
+            seen.add(key)
+        rows.append(row)
+    if len({len(r) for r in rows}) > 1:
+        raise ValueError("every prompt needs the same number K of responses")
+    return torch.tensor(rows, dtype=torch.bool).reshape(len(rows), -1)
 
 
 def _finish(
@@ -160,8 +193,9 @@ def uniform(
     point_rewards: Tensor | None = None,
     *,
     generator: torch.Generator | None = None,
+    valid: Tensor | None = None,
 ) -> Selection:
-    """A uniformly random ordered pair ``a != b`` per prompt.
+    """A uniformly random ordered pair ``a != b`` of valid responses per prompt.
 
     Needs only the shape: ``particle_rewards: [M, B, K]`` or ``point_rewards: [B, K]``.
     """
@@ -173,7 +207,9 @@ def uniform(
         batch, k = point_rewards.shape
     else:
         raise ValueError("uniform needs particle_rewards or point_rewards (for B and K)")
-    a, b = _random_pairs(batch, k, generator)
+    allowed = _valid_mask(valid, batch, k)
+    a = _random_among(allowed, generator)
+    b = _random_among(_without(allowed, a), generator)
     return _finish(a, b, particle_rewards, point_rewards)
 
 
@@ -183,6 +219,7 @@ def infomax(
     *,
     generator: torch.Generator | None = None,
     atol: float = TIE_ATOL,
+    valid: Tensor | None = None,
 ) -> Selection:
     """The pair with maximal particle variance of ``P(a > b)``, per prompt.
 
@@ -193,10 +230,13 @@ def infomax(
     """
     _check_particles(particle_rewards)
     r = particle_rewards.float()
-    k = r.shape[2]
+    _, batch, k = r.shape
     ii, jj = torch.triu_indices(k, k, offset=1, device=r.device)  # the K(K-1)/2 pairs a < b
     probs = torch.sigmoid(r[:, :, ii] - r[:, :, jj])  # [M, B, K(K-1)/2]
     var, _ = _var_mean(probs)  # [B, K(K-1)/2]
+    if valid is not None:
+        allowed = _valid_mask(valid, batch, k).to(var.device)
+        var = var.masked_fill(~(allowed[:, ii] & allowed[:, jj]), float("-inf"))
     pick = _argmax_random_ties(var, generator, atol).cpu()
     return _finish(ii.cpu()[pick], jj.cpu()[pick], particle_rewards)
 
@@ -207,6 +247,7 @@ def double_thompson(
     *,
     generator: torch.Generator | None = None,
     max_tries: int = 30,
+    valid: Tensor | None = None,
 ) -> Selection:
     """Double Thompson sampling over particles.
 
@@ -220,6 +261,8 @@ def double_thompson(
         raise ValueError("max_tries must be >= 1")
     r = particle_rewards.float().cpu()
     m, batch, k = r.shape
+    allowed = _valid_mask(valid, batch, k)
+    r = r.masked_fill(~allowed.unsqueeze(0), float("-inf"))
     rows = torch.arange(batch)
     first = torch.randint(m, (batch,), generator=generator)
     a = _argmax_random_ties(r[first, rows], generator)  # [B]
@@ -228,7 +271,8 @@ def double_thompson(
     differs = cand != a.unsqueeze(1)
     found = differs.any(dim=1)
     first_ok = differs.float().argmax(dim=1)  # first True (0 if none)
-    b = torch.where(found, cand[rows, first_ok], _other_than(a, k, generator))
+    fallback = _random_among(_without(allowed, a), generator)
+    b = torch.where(found, cand[rows, first_ok], fallback)
     return _finish(a, b, particle_rewards)
 
 
@@ -238,6 +282,7 @@ def boltzmann(
     *,
     generator: torch.Generator | None = None,
     temperature: float = 1.0,
+    valid: Tensor | None = None,
 ) -> Selection:
     """Two distinct responses drawn from ``softmax(point_rewards / temperature)``.
 
@@ -253,6 +298,8 @@ def boltzmann(
         raise ValueError(f"temperature must be >= 0, got {temperature}")
     r = point_rewards.float().cpu()
     batch, k = r.shape
+    if valid is not None:
+        r = r.masked_fill(~_valid_mask(valid, batch, k), float("-inf"))
     rows = torch.arange(batch)
     if temperature == 0:
         a = _argmax_random_ties(r, generator)
@@ -289,8 +336,8 @@ def select_pairs(
     """Dispatch to ``ACQUISITION_RULES[rule]``.
 
     ``particle_rewards: [M, B, K]``, ``point_rewards: [B, K]`` (which ones a rule needs: see
-    the rule); ``options`` are the rule's keyword options (``temperature``, ``max_tries``,
-    ``atol``).
+    the rule); ``options`` are the rule's keyword options (``valid``, ``temperature``,
+    ``max_tries``, ``atol``).
     """
     try:
         fn = ACQUISITION_RULES[rule]

@@ -13,6 +13,7 @@ from hypothesis.extra.numpy import arrays
 from ml_worker.core.acquisition import (
     ACQUISITION_RULES,
     boltzmann,
+    distinct_responses,
     double_thompson,
     infomax,
     pair_statistics,
@@ -264,3 +265,70 @@ def test_select_pairs_rejects_unknown_rules_options_and_shapes() -> None:
         select_pairs("infomax", particle_rewards=torch.randn(3, 2, 1), generator=gen())
     with pytest.raises(ValueError, match=r"\[M, B, K\]"):
         select_pairs("double_thompson", particle_rewards=torch.randn(2, 4), generator=gen())
+
+
+# ---- valid responses (no pair of identical texts) --------------------------------------------
+
+
+@st.composite
+def valid_masks(draw: st.DrawFn, batch: int, k: int) -> torch.Tensor:
+    rows = []
+    for _ in range(batch):
+        row = draw(st.lists(st.booleans(), min_size=k, max_size=k))
+        if sum(row) < 2:
+            picks = draw(st.permutations(range(k)))[:2]
+            for i in picks:
+                row[i] = True
+        rows.append(row)
+    return torch.tensor(rows, dtype=torch.bool)
+
+
+@FAST
+@given(data=st.data(), r=particle_tensors(), rule=st.sampled_from(sorted(ACQUISITION_RULES)))
+def test_rules_only_pair_valid_responses(data: st.DataObject, r: torch.Tensor, rule: str) -> None:
+    _, batch, k = r.shape
+    valid = data.draw(valid_masks(batch, k))
+    sel = select_pairs(
+        rule, particle_rewards=r, point_rewards=r.mean(0), generator=gen(), valid=valid
+    )
+    rows = torch.arange(batch)
+    assert (sel.a != sel.b).all()
+    assert valid[rows, sel.a].all() and valid[rows, sel.b].all()
+    if rule == "infomax":
+        for b in range(batch):
+            ok = [i for i in range(k) if valid[b, i]]
+            best = max(brute_force_stats(r, b, i, j)[1] for i, j in itertools.permutations(ok, 2))
+            chosen = brute_force_stats(r, b, int(sel.a[b]), int(sel.b[b]))[1]
+            assert chosen == pytest.approx(best, abs=1e-6)
+
+
+def test_distinct_responses_marks_repeated_texts() -> None:
+    valid = distinct_responses([["a", "b", "a ", "c"], ["x", "x", "x", "y"]])
+    assert valid.tolist() == [[True, True, False, True], [True, False, False, True]]
+    with pytest.raises(ValueError, match="same number"):
+        distinct_responses([["a", "b"], ["c"]])
+
+
+def test_identical_responses_are_never_paired_even_when_most_uncertain() -> None:
+    # Responses 0 and 1 are the same text; the particles disagree most about them.
+    r = torch.zeros(4, 1, 3)
+    r[:, 0, 0] = torch.tensor([5.0, -5.0, 5.0, -5.0])
+    r[:, 0, 1] = -r[:, 0, 0]
+    valid = distinct_responses([["same", "same", "other"]])
+    assert sorted(infomax(r, generator=gen()).pairs()[0].tolist()) == [0, 1]
+    for rule in sorted(ACQUISITION_RULES):
+        sel = select_pairs(
+            rule, particle_rewards=r, point_rewards=r.mean(0), generator=gen(), valid=valid
+        )
+        assert sorted(sel.pairs()[0].tolist()) == [0, 2], rule
+
+
+def test_a_prompt_with_one_distinct_response_falls_back_to_all() -> None:
+    r = torch.randn(5, 2, 3)
+    valid = distinct_responses([["same", "same", "same"], ["a", "b", "a"]])
+    for seed in range(10):
+        sel = uniform(r, generator=gen(seed), valid=valid)
+        assert sel.a[0] != sel.b[0]
+        assert sorted(sel.pairs()[1].tolist()) == [0, 1]
+    with pytest.raises(ValueError, match="valid must be"):
+        uniform(r, generator=gen(), valid=torch.ones(2, 4, dtype=torch.bool))
