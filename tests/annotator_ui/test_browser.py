@@ -68,7 +68,9 @@ class Page:
         page.on("dialog", self._on_dialog)
         page.on("console", self._on_console)
         page.on("request", lambda r: self.requests.append(r.url))
-        page.set_default_timeout(10_000)
+        # Generous: the suite shares a small machine with other test runs.
+        page.set_default_timeout(20_000)
+        page.set_default_navigation_timeout(30_000)
 
     def _on_dialog(self, dialog) -> None:
         self.dialogs.append(dialog.message)
@@ -230,6 +232,18 @@ def test_a_double_click_or_a_repeated_key_stores_one_label(open_page, annotator,
     ui.wait_for_new_workspace(lease)
     ui.page.wait_for_timeout(500)
     assert Label.objects.filter(annotator=annotator).count() == 2
+    assert Label.objects.filter(lease_id=lease).count() == 1
+
+    # A slow double click: the second click comes after the answer went out, perhaps after
+    # the next comparison appeared under the pointer. It must not answer that one.
+    lease = ui.lease_id()
+    button = ui.page.get_by_role("button", name="Tie")
+    button.click()
+    ui.page.wait_for_timeout(150)
+    button.click(force=True)
+    ui.wait_for_new_workspace(lease)
+    ui.page.wait_for_timeout(500)
+    assert Label.objects.filter(annotator=annotator).count() == 3
     assert Label.objects.filter(lease_id=lease).count() == 1
     assert Lease.objects.filter(annotator=annotator, state=LeaseState.ACTIVE).count() == 1
 

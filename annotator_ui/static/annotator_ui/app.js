@@ -80,6 +80,18 @@
     button.click(); // the same path as a mouse click: htmx, or a plain form post without it
   });
 
+  // A double click whose second click lands after the next comparison swapped in would
+  // answer that one unseen: clicks on the answer buttons are ignored during the guard, and
+  // so is the second click of a double click.
+  document.addEventListener("click", function (ev) {
+    var button = ev.target && ev.target.closest && ev.target.closest("#label-form button, #skip-form button");
+    if (!button) return;
+    if (ev.detail > 1 || now() < guardUntil) {
+      ev.preventDefault();
+      ev.stopPropagation();
+    }
+  }, true);
+
   // --- Time taken ------------------------------------------------------------------------
   // Capture phase: runs before htmx reads the form, and for plain posts too.
   document.addEventListener("submit", function (ev) {
