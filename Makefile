@@ -32,6 +32,7 @@ lint: venv
 	$(VENV)/bin/ruff check .
 
 test: venv services
+	@scripts/ensure_chromium.sh
 	DATABASE_URL=$(TEST_DATABASE_URL) CELERY_BROKER_URL=$(TEST_BROKER_URL) \
 	  $(VENV)/bin/ruff check .
 	DATABASE_URL=$(TEST_DATABASE_URL) CELERY_BROKER_URL=$(TEST_BROKER_URL) HF_HUB_OFFLINE=1 \

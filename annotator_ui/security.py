@@ -6,17 +6,14 @@ htmx is configured not to inject its indicator ``<style>`` (see ``base.html``). 
 output is sanitized before it reaches the page (``annotator_ui.markdown``); the CSP is the
 second wall should that ever fail.
 
-The headers are applied two ways: :func:`security_headers` decorates every view of this
-app (so they hold whatever the settings say), and :class:`SecurityHeadersMiddleware`,
-once listed in ``settings.MIDDLEWARE``, adds them to the app's error pages too (a 404 or
-a CSRF failure page), leaving the admin and the API (whose Swagger page loads from a CDN)
-alone.
+:class:`SecurityHeadersMiddleware` (in ``settings.MIDDLEWARE``) adds them to every page,
+error pages included (a 404, a CSRF failure), leaving the admin and the API to Django's
+and DRF's own headers.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from functools import wraps
 
 from django.http import HttpRequest, HttpResponse
 
@@ -53,16 +50,6 @@ def apply_security_headers(response: HttpResponse) -> HttpResponse:
         if name not in response.headers:
             response.headers[name] = value
     return response
-
-
-def security_headers(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
-    """Set :data:`HEADERS` on every response of ``view`` (kept where the view set its own)."""
-
-    @wraps(view)
-    def wrapper(request: HttpRequest, *args, **kwargs) -> HttpResponse:
-        return apply_security_headers(view(request, *args, **kwargs))
-
-    return wrapper
 
 
 class SecurityHeadersMiddleware:

@@ -28,7 +28,6 @@ from django_htmx.http import HttpResponseClientRedirect
 
 from annotator_ui.forms import LabelForm, new_idempotency_key
 from annotator_ui.markdown import render_markdown
-from annotator_ui.security import security_headers
 from annotator_ui.selectors import (
     annotator_label_counts,
     campaigns_for_annotator,
@@ -100,7 +99,7 @@ def annotator_view(view: Callable[..., HttpResponse]) -> Callable[..., HttpRespo
         patch_vary_headers(response, ["HX-Request"])
         return response
 
-    return security_headers(never_cache(wrapper))
+    return never_cache(wrapper)
 
 
 def _campaign_or_404(request: HttpRequest, campaign_id: int) -> Campaign:
@@ -332,9 +331,7 @@ def lease_renew_view(request: HttpRequest, lease_id: int) -> HttpResponse:
 
 # --- Authentication ------------------------------------------------------------------------
 
-login_view = security_headers(
-    auth_views.LoginView.as_view(
-        template_name="annotator_ui/login.html", redirect_authenticated_user=True
-    )
+login_view = auth_views.LoginView.as_view(
+    template_name="annotator_ui/login.html", redirect_authenticated_user=True
 )
-logout_view = security_headers(auth_views.LogoutView.as_view())
+logout_view = auth_views.LogoutView.as_view()
