@@ -15,6 +15,6 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "rlhf_platform.settings")
 
 app = Celery("rlhf_platform")
 app.config_from_object("django.conf:settings", namespace="CELERY")
-app.conf.task_queues = [Queue(name) for name in ("default", "gpu", "judge")]
+app.conf.task_queues = [Queue(name, routing_key=name) for name in ("default", "gpu", "judge")]
 app.autodiscover_tasks()
 app.autodiscover_tasks(["ml_worker"])

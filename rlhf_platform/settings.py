@@ -16,6 +16,7 @@ from rlhf_platform.env import (
     broker_url,
     database_config,
     env_bool,
+    env_choice,
     env_int,
     env_list,
     env_str,
@@ -228,7 +229,10 @@ LOGGING = {
     "disable_existing_loggers": False,
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
-    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+    "root": {
+        "handlers": ["console"],
+        "level": env_choice("LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")),
+    },
 }
 
 # --- Online rounds ------------------------------------------------------------------------
