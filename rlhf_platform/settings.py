@@ -50,6 +50,8 @@ INSTALLED_APPS = [
     "rlhf_platform.campaigns",
     "rlhf_platform.labeling",
     "rlhf_platform.budgets",
+    "rlhf_platform.insights",
+    "rlhf_platform.exports",
     "annotator_ui",
 ]
 
@@ -59,6 +61,7 @@ MIGRATION_MODULES = {
     "campaigns": "migrations.campaigns",
     "labeling": "migrations.labeling",
     "budgets": "migrations.budgets",
+    "insights": "migrations.insights",
 }
 
 MIDDLEWARE = [
