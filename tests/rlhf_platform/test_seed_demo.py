@@ -20,13 +20,6 @@ from rlhf_platform.campaigns.models import Campaign, CampaignState, Prompt, Resp
 from rlhf_platform.labeling.models import Comparison
 from rlhf_platform.labeling.services import comparison_next, label_submit
 
-
-@pytest.fixture(autouse=True)
-def fast_hasher(settings):
-    # The default PBKDF2 work factor costs ~1 s per hash here; these tests hash a lot.
-    settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
-
-
 LOGIN_LINE = re.compile(r"^\s+(admin|researcher|annotator)\s+(\S+)$", re.MULTILINE)
 
 
@@ -146,3 +139,21 @@ def test_a_pair_the_import_rejects_rolls_everything_back(tmp_path):
         call_command("seed_demo", "--pairs", str(same), stdout=io.StringIO())
     assert not User.objects.exists()
     assert not Campaign.objects.exists()
+
+
+def test_it_starts_the_live_campaigns_and_skips_them_on_request(db, django_capture_on_commit_callbacks):
+    with django_capture_on_commit_callbacks() as callbacks:
+        seed()
+    judge = Campaign.objects.get(name="Demo: infomax with the simulated judge")
+    human = Campaign.objects.get(name="Demo: live generation for annotators")
+    for campaign in (judge, human):
+        assert campaign.state == CampaignState.RUNNING and campaign.runs_rounds
+        assert campaign.prompts.filter(split="eval").exists()
+    assert human.memberships.filter(user__username="annotator").exists()
+    assert not judge.memberships.exists()
+    assert len(callbacks) == 2  # each start asks a worker to open the first round
+
+
+def test_no_live_seeds_only_the_pairs_campaign(db):
+    seed("--no-live")
+    assert list(Campaign.objects.values_list("name", flat=True)) == [DEMO_CAMPAIGN]

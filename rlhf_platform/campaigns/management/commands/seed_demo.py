@@ -31,9 +31,13 @@ from rlhf_platform.campaigns.services import (
     campaign_set_state,
     comparisons_import_pairs,
 )
+from rlhf_platform.campaigns.specs import campaign_create_from_spec, load_spec
 from rlhf_platform.errors import ServiceError
 
-DEMO_PAIRS = Path(settings.BASE_DIR) / "data" / "demo" / "pairs.jsonl"
+DEMO_DIR = Path(settings.BASE_DIR) / "data" / "demo"
+DEMO_PAIRS = DEMO_DIR / "pairs.jsonl"
+# Live campaigns run rounds on the demo's worker (SmolLM2 generation, the oracle judge).
+DEMO_LIVE_SPECS = (DEMO_DIR / "live_judge_infomax.yaml", DEMO_DIR / "live_human_online.yaml")
 DEMO_CAMPAIGN = "Demo: helpful answers"
 DEMO_LABEL_CAP = 500
 DEMO_GUIDELINES = (
@@ -84,13 +88,18 @@ class Command(BaseCommand):
             help="Give the demo users new generated passwords and print them.",
         )
         parser.add_argument(
+            "--no-live",
+            action="store_true",
+            help="Skip the live campaigns (SmolLM2 rounds on the worker).",
+        )
+        parser.add_argument(
             "--pairs",
             type=Path,
             default=DEMO_PAIRS,
             help="JSONL file of {prompt, response_a, response_b} (default: the bundled one).",
         )
 
-    def handle(self, *args, reset_passwords: bool, pairs: Path, **options) -> None:
+    def handle(self, *args, reset_passwords: bool, pairs: Path, no_live: bool, **options) -> None:
         if not pairs.is_file():
             raise CommandError(f"Pair file not found: {pairs}")
         records = read_pairs(pairs)
@@ -98,6 +107,8 @@ class Command(BaseCommand):
             with transaction.atomic():
                 users, passwords = self._users(reset_passwords)
                 self._campaign(users, records, pairs)
+                if not no_live:
+                    self._live_campaigns(users)
         except ServiceError as exc:
             raise CommandError(f"Seeding failed: {exc.message}") from None
         # Printed only after the transaction committed, so every password shown works.
@@ -169,3 +180,20 @@ class Command(BaseCommand):
             self.stdout.write("Started the campaign")
         else:
             self.stdout.write(f"Campaign is {campaign.state}")
+
+    def _live_campaigns(self, users: dict[str, User]) -> None:
+        for path in DEMO_LIVE_SPECS:
+            spec = load_spec(path)
+            campaign = Campaign.objects.filter(name=spec["name"]).first()
+            if campaign is None:
+                campaign, _ = campaign_create_from_spec(
+                    owner=users["researcher"], spec=spec, base_dir=path.parent, start=True
+                )
+                self.stdout.write(
+                    f"Created live campaign {campaign.name!r} (id {campaign.pk}); "
+                    "the worker generates its rounds"
+                )
+            else:
+                self.stdout.write(f"Live campaign {campaign.name!r} exists (id {campaign.pk})")
+            if spec["feedback_mode"] != FeedbackMode.JUDGE:
+                campaign_add_member(campaign=campaign, user=users["annotator"])

@@ -1,0 +1,137 @@
+"""Campaign specs: a YAML or JSON file describing a campaign, its budget, prompts and members.
+
+Used by ``manage.py campaign_create`` and by the demo seeding. Unknown keys are refused
+with their names, so a typo never silently falls back to a default. The format is in
+docs/campaigns.md; ``examples/campaigns/`` has one spec per algorithm.
+"""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+from typing import Any
+
+import yaml
+from django.core.exceptions import ValidationError
+from django.db import transaction
+
+from rlhf_platform.accounts.models import User
+from rlhf_platform.campaigns.models import Campaign
+from rlhf_platform.campaigns.services import (
+    campaign_add_member,
+    campaign_create,
+    campaign_set_state,
+    prompts_import,
+)
+from rlhf_platform.errors import InvalidInput
+
+CAMPAIGN_KEYS = {
+    "name",
+    "description",
+    "guidelines",
+    "algorithm",
+    "feedback_mode",
+    "acquisition_rule",
+    "prompts_per_round",
+    "responses_per_prompt",
+    "labels_per_comparison",
+    "seed",
+    "max_rounds",
+    "eval_every",
+    "periodic_tau",
+    "round_deadline_seconds",
+    "mixed_fraction",
+    "policy_config",
+    "reward_config",
+    "judge_config",
+}
+BUDGET_KEYS = {
+    "label_cap",
+    "cost_cap",
+    "annotator_daily_cap",
+    "human_label_cost",
+    "judge_call_cost",
+}
+OTHER_KEYS = {"budget", "prompts", "members", "start"}
+
+
+def _invalid(message: str) -> InvalidInput:
+    return InvalidInput(message, code="invalid_spec")
+
+
+def load_spec(path: Path) -> dict[str, Any]:
+    """Read and check a spec file; raises InvalidInput naming the file and the problem."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise _invalid(f"cannot read {path}: {exc.strerror}") from None
+    kind = "JSON" if path.suffix == ".json" else "YAML"
+    try:
+        spec = json.loads(text) if kind == "JSON" else yaml.safe_load(text)
+    except (json.JSONDecodeError, yaml.YAMLError) as exc:
+        raise _invalid(f"{path} is not valid {kind}: {exc}") from None
+    if not isinstance(spec, dict):
+        raise _invalid(f"{path}: the spec must be a mapping of settings")
+    unknown = sorted(set(spec) - CAMPAIGN_KEYS - OTHER_KEYS)
+    if unknown:
+        raise _invalid(
+            f"{path}: unknown key(s) {unknown}; allowed: {sorted(CAMPAIGN_KEYS | OTHER_KEYS)}"
+        )
+    budget = spec.get("budget") or {}
+    unknown = sorted(set(budget) - BUDGET_KEYS)
+    if unknown:
+        raise _invalid(f"{path}: unknown budget key(s) {unknown}; allowed: {sorted(BUDGET_KEYS)}")
+    if "name" not in spec:
+        raise _invalid(f"{path}: the spec needs a 'name'")
+    return spec
+
+
+def _money(budget: dict[str, Any], key: str) -> Decimal | None:
+    if budget.get(key) is None:
+        return None
+    try:
+        return Decimal(str(budget[key]))
+    except InvalidOperation:
+        raise _invalid(f"budget.{key}={budget[key]!r} is not a number") from None
+
+
+@transaction.atomic
+def campaign_create_from_spec(
+    *, owner: User, spec: dict[str, Any], base_dir: Path, start: bool = False
+) -> tuple[Campaign, int]:
+    """Create the campaign a spec describes, all of it or nothing; returns it and how many
+    prompts were imported. ``base_dir`` resolves the spec's relative ``prompts`` path."""
+    budget = spec.get("budget") or {}
+    try:
+        campaign = campaign_create(
+            owner=owner,
+            **{k: v for k, v in spec.items() if k in CAMPAIGN_KEYS},
+            label_cap=budget.get("label_cap"),
+            cost_cap=_money(budget, "cost_cap"),
+            annotator_daily_cap=budget.get("annotator_daily_cap"),
+            human_label_cost=_money(budget, "human_label_cost") or Decimal("0"),
+            judge_call_cost=_money(budget, "judge_call_cost") or Decimal("0"),
+        )
+    except ValidationError as exc:
+        raise _invalid(f"invalid spec: {'; '.join(exc.messages)}") from None
+    imported = 0
+    if spec.get("prompts"):
+        path = (base_dir / spec["prompts"]).resolve()
+        try:
+            content = path.read_text()
+        except OSError as exc:
+            raise _invalid(f"prompts: cannot read {path}: {exc.strerror}") from None
+        imported = len(
+            prompts_import(
+                campaign=campaign, content=content, fmt="csv" if path.suffix == ".csv" else "jsonl"
+            )
+        )
+    for username in spec.get("members") or []:
+        member = User.objects.filter(username=username).first()
+        if member is None:
+            raise _invalid(f"members: no user named {username!r}")
+        campaign_add_member(campaign=campaign, user=member)
+    if start or spec.get("start"):
+        campaign = campaign_set_state(campaign=campaign, action="start")
+    return campaign, imported
