@@ -26,17 +26,19 @@ def live_campaign(
     **extra,
 ):
     rule = acquisition_rule or ("infomax" if algorithm == "infomax" else "uniform")
+    fields = {
+        "prompts_per_round": 4,
+        "responses_per_prompt": 3,
+        "periodic_tau": 2,
+        "seed": 7,
+    } | extra
     campaign = campaign_create(
         owner=owner,
         name=name,
         algorithm=algorithm,
         acquisition_rule=rule,
         feedback_mode=feedback_mode,
-        prompts_per_round=4,
-        responses_per_prompt=3,
         max_rounds=rounds,
-        periodic_tau=2,
-        seed=7,
         policy_config={
             "backend": "tiny",
             "max_new_tokens": 8,
@@ -50,7 +52,7 @@ def live_campaign(
             "diff_hidden": [8],
         },
         judge_config={"kind": "oracle", "encoder": "hashing", "temperature": 0.5},
-        **extra,
+        **fields,
     )
     lines = [f'{{"prompt": "{p}"}}' for p in TRAIN] + [
         f'{{"prompt": "{p}", "split": "eval", "reference": "ok"}}' for p in EVAL
