@@ -3,7 +3,7 @@ from __future__ import annotations
 from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from rlhf_platform.api import auth, campaigns, labeling, rounds
+from rlhf_platform.api import auth, campaigns, exports, labeling, rounds
 from rlhf_platform.api.common import UnknownEndpointApi
 
 v1 = [
@@ -46,6 +46,26 @@ v1 = [
     path("leases/<int:lease_id>/label/", labeling.LabelSubmitApi.as_view(), name="lease-label"),
     path("leases/<int:lease_id>/skip/", labeling.LeaseSkipApi.as_view(), name="lease-skip"),
     path("leases/<int:lease_id>/renew/", labeling.LeaseRenewApi.as_view(), name="lease-renew"),
+    path(
+        "campaigns/<int:campaign_id>/exports/preferences/",
+        exports.PreferenceExportApi.as_view(),
+        name="campaign-export-preferences",
+    ),
+    path(
+        "campaigns/<int:campaign_id>/exports/labels/",
+        exports.LabelExportApi.as_view(),
+        name="campaign-export-labels",
+    ),
+    path(
+        "campaigns/<int:campaign_id>/imports/prompts/",
+        exports.PromptFileImportApi.as_view(),
+        name="campaign-import-prompts",
+    ),
+    path(
+        "campaigns/<int:campaign_id>/imports/pairs/",
+        exports.PairFileImportApi.as_view(),
+        name="campaign-import-pairs",
+    ),
     # Last: any other path ending in a slash gets the JSON 404 (paths without the slash
     # are still redirected to it by APPEND_SLASH first).
     re_path(r"^(.*/)?$", UnknownEndpointApi.as_view()),

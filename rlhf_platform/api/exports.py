@@ -1,0 +1,205 @@
+"""Export and import endpoints: TRL-ready preferences, labels with provenance, prompt and
+response-pair files (JSONL, CSV, Parquet). Formats: see :mod:`rlhf_platform.exports.services`
+and ``docs/research.md``."""
+
+from __future__ import annotations
+
+import io
+
+from django.http import HttpResponse
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_serializer,
+)
+from rest_framework import serializers, status
+from rest_framework.parsers import MultiPartParser
+from rest_framework.request import Request
+from rest_framework.response import Response
+
+from rlhf_platform.api.common import ApiView, ErrorSerializer, enum_string_field, error_responses
+from rlhf_platform.api.permissions import require_researcher
+from rlhf_platform.campaigns.selectors import get_campaign_for_user
+from rlhf_platform.errors import InvalidInput
+from rlhf_platform.exports import services
+
+TAG = ["exports"]
+# An export is built in memory before it is sent; an import is parsed whole, in one
+# transaction. 20 MB is ~100k prompts or ~20k pairs of long responses.
+IMPORT_MAX_BYTES = 20 * 1024 * 1024
+
+
+def _download(data: bytes, fmt: str, filename: str) -> HttpResponse:
+    response = HttpResponse(data, content_type=services.CONTENT_TYPES[fmt])
+    response["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return response
+
+
+def _choice(request: Request, name: str, allowed: tuple[str, ...], default: str) -> str:
+    value = request.query_params.get(name, default)
+    if value not in allowed:
+        raise InvalidInput(
+            f"{name} must be one of {', '.join(allowed)}, not {value!r}.", code="invalid_parameter"
+        )
+    return value
+
+
+def _enum_param(name: str, values: tuple[str, ...], default: str, text: str) -> OpenApiParameter:
+    return OpenApiParameter(
+        name, OpenApiTypes.STR, enum=list(values), default=default, description=text
+    )
+
+
+# GET endpoints read no body, but they do check their query parameters.
+_EXPORT_ERRORS = {
+    **error_responses(body=False, e403="`permission_denied` (annotators)", e404="`not_found`"),
+    400: OpenApiResponse(response=ErrorSerializer, description="`invalid_parameter`"),
+}
+
+
+class PreferenceExportApi(ApiView):
+    @extend_schema(
+        tags=TAG,
+        operation_id="campaigns_export_preferences",
+        summary="Preferences as TRL-ready JSONL (researchers and admins who see the campaign)",
+        description="One row per label: `{prompt, chosen, rejected}`. `form=conversational` "
+        "makes `prompt` a list of messages and `chosen`/`rejected` one assistant message "
+        "each. Ties and both-bad are excluded unless `ties=keep`, which keeps them (A as "
+        "chosen) and adds a boolean `tie` column to every row.",
+        parameters=[
+            _enum_param("form", services.PREFERENCE_FORMS, "standard", "Row form."),
+            _enum_param("ties", ("exclude", "keep"), "exclude", "Ties and both-bad labels."),
+            _enum_param("source", services.LABEL_SOURCES, "all", "Whose labels."),
+        ],
+        responses={
+            (200, "application/x-ndjson"): OpenApiResponse(
+                response=OpenApiTypes.STR, description="JSON Lines."
+            ),
+            **_EXPORT_ERRORS,
+        },
+    )
+    def get(self, request: Request, campaign_id: int) -> HttpResponse:
+        require_researcher(request.user)
+        campaign = get_campaign_for_user(request.user, campaign_id)
+        form = _choice(request, "form", services.PREFERENCE_FORMS, "standard")
+        keep = _choice(request, "ties", ("exclude", "keep"), "exclude") == "keep"
+        source = _choice(request, "source", services.LABEL_SOURCES, "all")
+        out = io.BytesIO()
+        services.write_jsonl(
+            services.preference_records(
+                campaign=campaign, form=form, keep_ties=keep, source=source
+            ),
+            out,
+        )
+        return _download(out.getvalue(), "jsonl", f"campaign-{campaign.pk}-preferences.jsonl")
+
+
+class LabelExportApi(ApiView):
+    @extend_schema(
+        tags=TAG,
+        operation_id="campaigns_export_labels",
+        summary="Every label with its provenance as JSONL, CSV or Parquet "
+        "(researchers and admins who see the campaign)",
+        parameters=[
+            _enum_param("file_format", services.LABEL_FORMATS, "jsonl", "File format."),
+            _enum_param("source", services.LABEL_SOURCES, "all", "Whose labels."),
+        ],
+        responses={
+            (200, "application/x-ndjson"): OpenApiResponse(
+                response=OpenApiTypes.STR, description="JSON Lines."
+            ),
+            (200, "text/csv"): OpenApiResponse(response=OpenApiTypes.STR, description="CSV."),
+            (200, "application/vnd.apache.parquet"): OpenApiResponse(
+                response=OpenApiTypes.BINARY, description="Parquet."
+            ),
+            **_EXPORT_ERRORS,
+        },
+    )
+    def get(self, request: Request, campaign_id: int) -> HttpResponse:
+        require_researcher(request.user)
+        campaign = get_campaign_for_user(request.user, campaign_id)
+        fmt = _choice(request, "file_format", services.LABEL_FORMATS, "jsonl")
+        source = _choice(request, "source", services.LABEL_SOURCES, "all")
+        out = io.BytesIO()
+        services.write_labels(services.label_records(campaign=campaign, source=source), out, fmt)
+        return _download(out.getvalue(), fmt, f"campaign-{campaign.pk}-labels.{fmt}")
+
+
+class _FileImportApi(ApiView):
+    parser_classes = [MultiPartParser]
+
+    @extend_schema_serializer(component_name="ImportFile")
+    class InputSerializer(serializers.Serializer):
+        file = serializers.FileField(help_text=f"At most {IMPORT_MAX_BYTES // 2**20} MB.")
+        file_format = enum_string_field(
+            list(services.IMPORT_FORMATS),
+            required=False,
+            help_text="Defaults from the file name: .jsonl/.ndjson, .csv or .parquet.",
+        )
+
+    @extend_schema_serializer(component_name="ImportResult")
+    class OutputSerializer(serializers.Serializer):
+        count = serializers.IntegerField(help_text="Rows imported.")
+
+    def _read(self, request: Request) -> tuple[bytes, str]:
+        serializer = self.InputSerializer(data=request.data)
+        serializer.is_valid(raise_exception=True)
+        upload = serializer.validated_data["file"]
+        fmt = services.format_from_name(
+            upload.name or "", serializer.validated_data.get("file_format")
+        )
+        if upload.size > IMPORT_MAX_BYTES:
+            raise InvalidInput(
+                f"The file is {upload.size} bytes; at most {IMPORT_MAX_BYTES} are accepted.",
+                code="file_too_large",
+            )
+        return upload.read(), fmt
+
+
+_IMPORT_ERRORS = error_responses(
+    e400="`import_invalid` (bad rows, listed in `details`), `import_empty`, "
+    "`invalid_format`, `invalid_encoding`, `file_too_large`",
+    e403="`permission_denied` (not the owner or an admin)",
+    e404="`not_found`",
+    e415="`unsupported_media_type` (send multipart/form-data)",
+)
+
+
+class PromptFileImportApi(_FileImportApi):
+    @extend_schema(
+        tags=TAG,
+        operation_id="campaigns_import_prompts_file",
+        summary="Import prompts from a JSONL, CSV or Parquet file (owner or admin): every "
+        "row or none",
+        request={"multipart/form-data": _FileImportApi.InputSerializer},
+        responses={201: _FileImportApi.OutputSerializer, **_IMPORT_ERRORS},
+    )
+    def post(self, request: Request, campaign_id: int) -> Response:
+        campaign = get_campaign_for_user(request.user, campaign_id, manage=True)
+        data, fmt = self._read(request)
+        count = services.prompts_import_file(campaign=campaign, data=data, fmt=fmt)
+        return Response(
+            self.OutputSerializer({"count": count}).data, status=status.HTTP_201_CREATED
+        )
+
+
+class PairFileImportApi(_FileImportApi):
+    @extend_schema(
+        tags=TAG,
+        operation_id="campaigns_import_pairs_file",
+        summary="Queue response pairs to label from a JSONL, CSV or Parquet file (owner or "
+        "admin): every pair or none",
+        description="Rows: `prompt`, `response_a`, `response_b`, optional `split`, "
+        "`reference`, `priority`. For plain A/B campaigns that label existing model outputs.",
+        request={"multipart/form-data": _FileImportApi.InputSerializer},
+        responses={201: _FileImportApi.OutputSerializer, **_IMPORT_ERRORS},
+    )
+    def post(self, request: Request, campaign_id: int) -> Response:
+        campaign = get_campaign_for_user(request.user, campaign_id, manage=True)
+        data, fmt = self._read(request)
+        count = services.pairs_import_file(campaign=campaign, data=data, fmt=fmt)
+        return Response(
+            self.OutputSerializer({"count": count}).data, status=status.HTTP_201_CREATED
+        )

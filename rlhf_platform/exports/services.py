@@ -1,0 +1,394 @@
+"""Exports (preferences that TRL reads, labels with their provenance) and file imports
+(prompts from JSONL, CSV or Parquet; response pairs for plain A/B campaigns).
+
+Formats, as written here and documented in ``docs/research.md``:
+
+- **Preferences, standard form**: one JSON object per line,
+  ``{"prompt": str, "chosen": str, "rejected": str}``, the form TRL's preference trainers
+  (``DPOTrainer``, ``RewardTrainer``...) read as "standard, explicit prompt".
+- **Preferences, conversational form**: ``prompt`` is a list of messages (the prompt's own
+  chat history when it has one, else one user message) and ``chosen`` / ``rejected`` are
+  one-message lists ``[{"role": "assistant", "content": ...}]``.
+- Every label is one row: a comparison labeled by three annotators gives three rows (the
+  weight of a contested pair is then its label count, as when training on raw labels).
+- Ties and "both bad" say nothing about which response is better, so by default they are
+  **excluded**. With ``keep_ties`` they are kept, with response A as ``chosen`` and B as
+  ``rejected``, and every row gets a boolean ``tie`` column so a trainer can drop them or
+  give them a label-smoothed loss. Without the flag the rows hold exactly the three columns.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Callable, Iterable, Iterator
+from typing import IO, Any
+
+from django.db import transaction
+
+from rlhf_platform.campaigns.models import Campaign, Prompt
+from rlhf_platform.campaigns.services import (
+    PromptRow,
+    _parse_prompt_record,
+    comparisons_import_pairs,
+    parse_prompt_file,
+)
+from rlhf_platform.errors import InvalidInput
+from rlhf_platform.labeling.models import Label
+
+PREFERENCE_FORMS = ("standard", "conversational")
+LABEL_SOURCES = ("all", "human", "judge")
+LABEL_FORMATS = ("jsonl", "csv", "parquet")
+IMPORT_FORMATS = ("jsonl", "csv", "parquet")
+EXTENSIONS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet"}
+CONTENT_TYPES = {
+    "jsonl": "application/x-ndjson",
+    "csv": "text/csv",
+    "parquet": "application/vnd.apache.parquet",
+}
+
+Progress = Callable[[int], None] | None
+
+
+def format_from_name(name: str, fmt: str | None = None) -> str:
+    """``fmt`` if given, else the format the file name's extension names."""
+    if fmt:
+        if fmt not in IMPORT_FORMATS:
+            raise InvalidInput(
+                f"Unknown format {fmt!r}; use {', '.join(IMPORT_FORMATS)}.", code="invalid_format"
+            )
+        return fmt
+    lowered = name.lower()
+    for ext, found in EXTENSIONS.items():
+        if lowered.endswith(ext):
+            return found
+    raise InvalidInput(
+        "Cannot tell the format from the file name; give one of jsonl, csv, parquet.",
+        code="invalid_format",
+    )
+
+
+def _labels(campaign: Campaign, source: str):
+    if source not in LABEL_SOURCES:
+        raise InvalidInput(
+            f"Unknown source {source!r}; use {', '.join(LABEL_SOURCES)}.", code="invalid_source"
+        )
+    qs = Label.objects.filter(campaign=campaign)
+    if source != "all":
+        qs = qs.filter(source=source)
+    return qs.order_by("id")
+
+
+# --- Preferences ----------------------------------------------------------------------------
+
+
+def preferences_count(*, campaign: Campaign, keep_ties: bool = False, source: str = "all") -> int:
+    qs = _labels(campaign, source)
+    if not keep_ties:
+        qs = qs.filter(choice__in=["A", "B"])
+    return qs.count()
+
+
+def preference_records(
+    *,
+    campaign: Campaign,
+    form: str = "standard",
+    keep_ties: bool = False,
+    source: str = "all",
+    chunk_size: int = 1000,
+) -> Iterator[dict[str, Any]]:
+    """TRL preference rows, one per label, oldest label first (see the module docstring).
+
+    Streams with ``iterator(chunk_size)``: memory stays at one chunk of labels with their
+    texts (about 1,000 x a few KB) however large the campaign is.
+    """
+    if form not in PREFERENCE_FORMS:
+        raise InvalidInput(
+            f"Unknown form {form!r}; use {', '.join(PREFERENCE_FORMS)}.", code="invalid_form"
+        )
+    qs = _labels(campaign, source).select_related(
+        "comparison__prompt", "comparison__response_a", "comparison__response_b"
+    )
+    if not keep_ties:
+        qs = qs.filter(choice__in=["A", "B"])
+    for label in qs.iterator(chunk_size=chunk_size):
+        c = label.comparison
+        a, b = c.response_a.text, c.response_b.text
+        chosen, rejected = (b, a) if label.choice == "B" else (a, b)
+        if form == "standard":
+            row: dict[str, Any] = {"prompt": c.prompt.text, "chosen": chosen, "rejected": rejected}
+        else:
+            prompt = c.prompt.messages or [{"role": "user", "content": c.prompt.text}]
+            row = {
+                "prompt": [{"role": m["role"], "content": m["content"]} for m in prompt],
+                "chosen": [{"role": "assistant", "content": chosen}],
+                "rejected": [{"role": "assistant", "content": rejected}],
+            }
+        if keep_ties:
+            row["tie"] = label.choice not in ("A", "B")
+        yield row
+
+
+def write_jsonl(rows: Iterable[dict[str, Any]], out: IO[bytes], progress: Progress = None) -> int:
+    n = 0
+    for row in rows:
+        out.write(json.dumps(row, ensure_ascii=False).encode() + b"\n")
+        n += 1
+        if progress:
+            progress(1)
+    return n
+
+
+# --- Labels with provenance -----------------------------------------------------------------
+
+# Column order of the label export (also the CSV header and the Parquet schema).
+LABEL_COLUMNS: list[tuple[str, str]] = [
+    ("label_id", "int64"),
+    ("campaign", "string"),
+    ("comparison_id", "int64"),
+    ("round_index", "int64"),
+    ("prompt_id", "int64"),
+    ("prompt", "string"),
+    ("response_a_id", "int64"),
+    ("response_a", "string"),
+    ("response_b_id", "int64"),
+    ("response_b", "string"),
+    ("choice", "string"),
+    ("source", "string"),
+    ("annotator", "string"),
+    ("judge_name", "string"),
+    ("judge_prob_a", "float64"),
+    ("shown_swapped", "bool_"),
+    ("shown_first", "string"),
+    ("rationale", "string"),
+    ("time_taken_ms", "int64"),
+    ("cost", "string"),
+    ("acquisition_rule", "string"),
+    ("acquisition_score", "float64"),
+    ("p_mean", "float64"),
+    ("p_var", "float64"),
+    ("policy_version_id", "int64"),
+    ("reward_version_id", "int64"),
+    ("response_a_policy_version_id", "int64"),
+    ("response_b_policy_version_id", "int64"),
+    ("comparison_created_at", "string"),
+    ("labeled_at", "string"),
+]
+
+
+def labels_count(*, campaign: Campaign, source: str = "all") -> int:
+    return _labels(campaign, source).count()
+
+
+def label_records(
+    *, campaign: Campaign, source: str = "all", chunk_size: int = 1000
+) -> Iterator[dict[str, Any]]:
+    """Every label with its provenance: who gave it (annotator or judge), the order it was
+    shown in (``shown_first`` is the response displayed on the left), the acquisition rule
+    and score, the model versions that chose the pair and produced each response, and the
+    timestamps (ISO 8601, UTC). ``choice`` is in the comparison's own A/B terms."""
+    qs = _labels(campaign, source).select_related(
+        "annotator",
+        "comparison__round",
+        "comparison__prompt",
+        "comparison__response_a",
+        "comparison__response_b",
+    )
+    for label in qs.iterator(chunk_size=chunk_size):
+        c = label.comparison
+        yield {
+            "label_id": label.pk,
+            "campaign": campaign.name,
+            "comparison_id": c.pk,
+            "round_index": c.round.index if c.round else None,
+            "prompt_id": c.prompt_id,
+            "prompt": c.prompt.text,
+            "response_a_id": c.response_a_id,
+            "response_a": c.response_a.text,
+            "response_b_id": c.response_b_id,
+            "response_b": c.response_b.text,
+            "choice": label.choice,
+            "source": label.source,
+            "annotator": label.annotator.username if label.annotator else None,
+            "judge_name": label.judge_name or None,
+            "judge_prob_a": label.judge_prob_a,
+            "shown_swapped": label.shown_swapped,
+            "shown_first": "B" if label.shown_swapped else "A",
+            "rationale": label.rationale,
+            "time_taken_ms": label.time_taken_ms,
+            "cost": str(label.cost),
+            "acquisition_rule": c.acquisition_rule,
+            "acquisition_score": c.acquisition_score,
+            "p_mean": c.p_mean,
+            "p_var": c.p_var,
+            "policy_version_id": c.policy_version_id,
+            "reward_version_id": c.reward_version_id,
+            "response_a_policy_version_id": c.response_a.policy_version_id,
+            "response_b_policy_version_id": c.response_b.policy_version_id,
+            "comparison_created_at": c.created_at.isoformat(),
+            "labeled_at": label.created_at.isoformat(),
+        }
+
+
+def write_labels(
+    rows: Iterable[dict[str, Any]], out: IO[bytes], fmt: str, progress: Progress = None
+) -> int:
+    """Write label records as JSONL, CSV or Parquet (batches of 1,000 rows per row group)."""
+    if fmt == "jsonl":
+        return write_jsonl(rows, out, progress)
+    if fmt == "csv":
+        text = io.TextIOWrapper(out, encoding="utf-8", newline="", write_through=True)
+        writer = csv.DictWriter(text, fieldnames=[name for name, _ in LABEL_COLUMNS])
+        writer.writeheader()
+        n = 0
+        for row in rows:
+            writer.writerow({k: "" if v is None else v for k, v in row.items()})
+            n += 1
+            if progress:
+                progress(1)
+        text.detach()
+        return n
+    if fmt == "parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        schema = pa.schema([(name, getattr(pa, kind)()) for name, kind in LABEL_COLUMNS])
+        n = 0
+        with pq.ParquetWriter(out, schema) as writer:
+            batch: list[dict[str, Any]] = []
+            for row in [*rows, None]:
+                if row is not None:
+                    batch.append(row)
+                if batch and (row is None or len(batch) >= 1000):
+                    writer.write_table(pa.Table.from_pylist(batch, schema=schema))
+                    n += len(batch)
+                    if progress:
+                        progress(len(batch))
+                    batch = []
+        return n
+    raise InvalidInput(
+        f"Unknown format {fmt!r}; use {', '.join(LABEL_FORMATS)}.", code="invalid_format"
+    )
+
+
+# --- Imports --------------------------------------------------------------------------------
+
+
+def read_parquet_records(data: bytes) -> list[dict[str, Any]]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.read_table(io.BytesIO(data)).to_pylist()
+    except (pa.ArrowException, OSError) as exc:
+        raise InvalidInput(f"Not a readable Parquet file: {exc}", code="import_invalid") from None
+
+
+def _decode(data: bytes) -> str:
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise InvalidInput(
+            f"The file is not UTF-8 text (byte {exc.start}).", code="invalid_encoding"
+        ) from None
+
+
+def parse_prompt_bytes(data: bytes, fmt: str) -> list[PromptRow]:
+    """Prompt rows of a JSONL, CSV or Parquet file; every bad row listed, none imported.
+
+    Parquet rows take the same fields as JSONL objects (``prompt`` or ``messages``,
+    optional ``split``, ``reference``, ``metadata``); line numbers count rows from 1.
+    """
+    if fmt != "parquet":
+        return parse_prompt_file(_decode(data), fmt)
+    rows, errors = [], []
+    for i, record in enumerate(read_parquet_records(data), start=1):
+        record = {k: v for k, v in record.items() if v is not None}
+        try:
+            rows.append(_parse_prompt_record(record))
+        except ValueError as exc:
+            errors.append({"line": i, "error": str(exc)})
+    if errors:
+        summary = "; ".join(f"row {e['line']}: {e['error']}" for e in errors[:5])
+        raise InvalidInput(
+            f"{len(errors)} bad row(s), nothing imported: {summary}",
+            code="import_invalid",
+            details=errors,
+        )
+    if not rows:
+        raise InvalidInput("The file holds no prompts.", code="import_empty")
+    return rows
+
+
+@transaction.atomic
+def prompts_import_file(
+    *, campaign: Campaign, data: bytes, fmt: str, progress: Progress = None
+) -> int:
+    """Import every prompt of a JSONL, CSV or Parquet file, or none of them."""
+    rows = parse_prompt_bytes(data, fmt)
+    batch_size = 1000  # one INSERT per thousand prompts
+    for start in range(0, len(rows), batch_size):
+        chunk = rows[start : start + batch_size]
+        Prompt.objects.bulk_create(
+            Prompt(
+                campaign=campaign,
+                text=row.text,
+                split=row.split,
+                reference=row.reference,
+                messages=row.messages,
+                metadata=row.metadata,
+            )
+            for row in chunk
+        )
+        if progress:
+            progress(len(chunk))
+    return len(rows)
+
+
+def parse_pair_bytes(data: bytes, fmt: str) -> list[dict[str, Any]]:
+    """Pair records ``{prompt, response_a, response_b, [split, reference, priority]}``."""
+    if fmt == "parquet":
+        records = read_parquet_records(data)
+    elif fmt == "jsonl":
+        records = []
+        for lineno, line in enumerate(_decode(data).splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise InvalidInput(
+                    f"line {lineno}: invalid JSON: {exc.msg}", code="import_invalid"
+                ) from None
+    elif fmt == "csv":
+        reader = csv.DictReader(io.StringIO(_decode(data)))
+        missing = {"prompt", "response_a", "response_b"} - set(reader.fieldnames or [])
+        if missing:
+            raise InvalidInput(
+                f"The CSV lacks the column(s) {', '.join(sorted(missing))}.",
+                code="import_invalid",
+            )
+        records = list(reader)
+    else:
+        raise InvalidInput(
+            f"Unknown format {fmt!r}; use {', '.join(IMPORT_FORMATS)}.", code="invalid_format"
+        )
+    records = [{k: v for k, v in r.items() if v not in (None, "")} for r in records]
+    if not records:
+        raise InvalidInput("The file holds no pairs.", code="import_empty")
+    return records
+
+
+def pairs_import_file(
+    *, campaign: Campaign, data: bytes, fmt: str, progress: Progress = None
+) -> int:
+    """Queue comparisons of existing responses (a plain A/B campaign without a policy).
+
+    All pairs or none: ``comparisons_import_pairs`` runs in one transaction.
+    """
+    pairs = parse_pair_bytes(data, fmt)
+    created = comparisons_import_pairs(campaign=campaign, pairs=pairs)
+    if progress:
+        progress(created)
+    return created
