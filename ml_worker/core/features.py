@@ -102,16 +102,25 @@ class LMFeaturizer:
         return self._id
 
     def _fingerprint(self) -> str:
-        """Id from the config, a sample of the embedding weights and the chat template."""
-        h = hashlib.sha256()
-        h.update(self.model.config.to_json_string(use_diff=False).encode())
+        """Id from the config, a sample of the weights and the chat template.
+
+        Independent of where the model was loaded from (two workers loading the same weights
+        from different paths share cached rows), but any change of weights, architecture,
+        template or ``max_length`` gives a new id, so stale features are never reused.
+        """
+        config = self.model.config.to_dict()
+        for key in ("_name_or_path", "name_or_path", "_commit_hash", "dtype", "torch_dtype"):
+            config.pop(key, None)
+        h = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode())
         emb = self.model.get_input_embeddings().weight.detach()
+        h.update(str(emb.dtype).encode())  # the weights' real dtype, not the config's
         for rows in (emb[:8], emb[-8:]):
             h.update(rows.float().cpu().numpy().tobytes())
+        last = list(self.model.parameters())[-1].detach()  # e.g. the final norm
+        h.update(last.flatten()[:256].float().cpu().numpy().tobytes())
         h.update(str(getattr(self.tokenizer, "chat_template", "")).encode())
         h.update(f"max_length={self.max_length}".encode())
-        name = getattr(self.model.config, "name_or_path", "") or self.model.config.model_type
-        return f"lm:{name}:{h.hexdigest()[:16]}"
+        return f"lm:{self.model.config.model_type}:{h.hexdigest()[:16]}"
 
     def format(self, prompt: str, response: str) -> str:
         """The chat-formatted text whose last token's hidden state is the feature."""

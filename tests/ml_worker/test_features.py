@@ -191,3 +191,21 @@ def test_it_shows_a_progress_bar_when_asked(tiny, tmp_path: Path, capsys) -> Non
     quiet = CachedFeaturizer(LMFeaturizer(*tiny), tmp_path / "q", progress_min=100)
     quiet.embed(PROMPTS, RESPONSES)
     assert capsys.readouterr().err == ""
+
+
+def test_the_id_does_not_depend_on_where_the_model_was_loaded_from(tiny) -> None:
+    model, tokenizer = tiny
+    before = LMFeaturizer(model, tokenizer).featurizer_id
+    old = model.config.name_or_path
+    try:
+        model.config.name_or_path = "/somewhere/else"
+        assert LMFeaturizer(model, tokenizer).featurizer_id == before
+    finally:
+        model.config.name_or_path = old
+    assert LMFeaturizer(model, tokenizer, max_length=64).featurizer_id != before
+
+
+def test_the_id_changes_with_the_weights_dtype() -> None:
+    model, tokenizer = tiny_causal_lm(seed=0)
+    before = LMFeaturizer(model, tokenizer).featurizer_id
+    assert LMFeaturizer(model.to(torch.bfloat16), tokenizer).featurizer_id != before
