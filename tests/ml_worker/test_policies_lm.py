@@ -231,7 +231,7 @@ def test_gradients_are_clipped(make_tiny_policy):
 
 
 def test_save_load_round_trip_gives_identical_outputs(make_tiny_policy, tmp_path):
-    policy = make_tiny_policy(lr=1e-2, max_new_tokens=10)
+    policy = make_tiny_policy(lr=1e-2, max_new_tokens=6)
     prompts, responses = ["hi", "2+2="], ["hello there", "4"]
     for _ in range(2):
         policy.update(prompts, responses, torch.tensor([0.3, -0.1]))
@@ -240,8 +240,8 @@ def test_save_load_round_trip_gives_identical_outputs(make_tiny_policy, tmp_path
     loaded = LMPolicy.load(tmp_path / "v2", model, tokenizer)
     assert loaded.steps == policy.steps == 2
     assert torch.equal(loaded.log_probs(prompts, responses), policy.log_probs(prompts, responses))
-    assert loaded.greedy(PROMPTS) == policy.greedy(PROMPTS)
-    assert loaded.sample(PROMPTS, 2, seed=3) == policy.sample(PROMPTS, 2, seed=3)
+    assert loaded.greedy(PROMPTS[:2]) == policy.greedy(PROMPTS[:2])
+    assert loaded.sample(PROMPTS[:2], 2, seed=3) == policy.sample(PROMPTS[:2], 2, seed=3)
     # The anchor and Adam moments travel with the version: the next step is identical too.
     m1 = policy.update(prompts, responses, torch.tensor([0.2, 0.2]))
     m2 = loaded.update(prompts, responses, torch.tensor([0.2, 0.2]))
