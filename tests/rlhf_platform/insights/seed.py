@@ -99,6 +99,7 @@ def seed_campaign(
         rounds.append((rnd, reward, policy))
     for i, (humans, judge_choice, judge_p, flip) in enumerate(LABELS):
         rnd, reward, policy = rounds[i % len(rounds)]
+        humans = {k: v for k, v in humans.items() if k < len(annotators)}
         prompt = Prompt.objects.create(campaign=campaign, text=f"Seeded prompt {i}?")
         a = Response.objects.create(prompt=prompt, round=rnd, text=f"Answer A{i}.")
         b = Response.objects.create(prompt=prompt, round=rnd, text=f"Answer B{i}.")
