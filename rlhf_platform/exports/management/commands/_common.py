@@ -21,7 +21,11 @@ def campaign_arg(value: str) -> Campaign:
 
 
 @contextmanager
-def progress_bar(total: int | None, desc: str, unit: str):
-    """A tqdm bar on stderr, so that stdout stays clean for piping an export."""
-    with tqdm(total=total, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True) as bar:
+def progress_bar(total: int | None, desc: str, unit: str, stream=None):
+    """A tqdm bar on the command's stderr, so that stdout stays clean for piping an export.
+
+    ``stream`` is the command's ``self.stderr`` (an ``OutputWrapper``, whose ``write`` adds a
+    newline; tqdm gets the stream it wraps, to redraw its line with carriage returns)."""
+    out = getattr(stream, "_out", stream) or sys.stderr
+    with tqdm(total=total, desc=desc, unit=unit, file=out, dynamic_ncols=True) as bar:
         yield bar.update

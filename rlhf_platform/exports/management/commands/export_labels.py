@@ -29,7 +29,7 @@ class Command(BaseCommand):
             raise CommandError("Parquet needs a file: give -o labels.parquet.")
         total = services.labels_count(campaign=campaign, source=source)
         rows = services.label_records(campaign=campaign, source=source)
-        with progress_bar(total, "labels", "label") as advance:
+        with progress_bar(total, "labels", "label", self.stderr) as advance:
             if output == "-":
                 n = services.write_labels(rows, sys.stdout.buffer, fmt, advance)
             else:

@@ -30,7 +30,7 @@ class Command(BaseCommand):
         rows = services.preference_records(
             campaign=campaign, form=form, keep_ties=keep_ties, source=source
         )
-        with progress_bar(total, "preferences", "row") as advance:
+        with progress_bar(total, "preferences", "row", self.stderr) as advance:
             if output == "-":
                 n = services.write_jsonl(rows, sys.stdout.buffer, advance)
             else:

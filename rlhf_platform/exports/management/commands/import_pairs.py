@@ -59,6 +59,6 @@ class Command(BaseCommand):
             )
         else:
             target = campaign_arg(campaign)
-        with progress_bar(None, "pairs", "pair") as advance:
+        with progress_bar(None, "pairs", "pair", self.stderr) as advance:
             n = services.pairs_import_file(campaign=target, data=data, fmt=fmt, progress=advance)
         return n, target

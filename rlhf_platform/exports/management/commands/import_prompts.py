@@ -26,7 +26,7 @@ class Command(BaseCommand):
         try:
             fmt = services.format_from_name(file.name, fmt)
             data = file.read_bytes()
-            with progress_bar(None, "prompts", "prompt") as advance:
+            with progress_bar(None, "prompts", "prompt", self.stderr) as advance:
                 n = services.prompts_import_file(
                     campaign=campaign, data=data, fmt=fmt, progress=advance
                 )
