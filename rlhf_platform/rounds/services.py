@@ -34,7 +34,7 @@ from django.db.models import Count, F, Q
 from django.utils import timezone
 
 from ml_worker.core import learner
-from ml_worker.core.acquisition import select_pairs
+from ml_worker.core.acquisition import distinct_responses, select_pairs
 from ml_worker.core.enn import CHOICE_TARGETS, ENNTrainer
 from ml_worker.core.evaluation import NoValidJudgmentsError, win_rate
 from ml_worker.core.judges.base import JudgeAuthError, JudgeConfigError, JudgeQuery, build_judge
@@ -401,6 +401,7 @@ def _select(rnd: Round, token: str) -> str:
         particle_rewards=particles,
         point_rewards=point,
         generator=torch.Generator().manual_seed(_round_rng(campaign, rnd, 3)),
+        valid=distinct_responses([[r.text for r in g] for g in groups]),  # never ask A vs A
     )
     mixed_rng = random.Random(_round_rng(campaign, rnd, 4))
     comparisons = []
