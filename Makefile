@@ -35,8 +35,10 @@ test: venv services
 	@scripts/ensure_chromium.sh
 	DATABASE_URL=$(TEST_DATABASE_URL) CELERY_BROKER_URL=$(TEST_BROKER_URL) \
 	  $(VENV)/bin/ruff check .
+	# OMP_WAIT_POLICY=PASSIVE: torch threads must not spin while worker subprocesses and
+	# Chromium share the two cores (see ml_worker/__init__.py).
 	DATABASE_URL=$(TEST_DATABASE_URL) CELERY_BROKER_URL=$(TEST_BROKER_URL) HF_HUB_OFFLINE=1 \
-	  $(VENV)/bin/pytest
+	  OMP_WAIT_POLICY=PASSIVE $(VENV)/bin/pytest
 
 demo: venv
 	@scripts/demo.sh
