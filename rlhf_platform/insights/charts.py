@@ -30,7 +30,7 @@ STATE_COLOURS = {
 TEXT = "#1d232b"
 GRID = "#d6dbe2"
 W, H = 720, 340
-M_LEFT, M_RIGHT, M_TOP, M_BOTTOM = 64, 20, 20, 64
+M_LEFT, M_RIGHT, M_TOP, M_BOTTOM = 78, 20, 20, 64
 
 
 @dataclass
@@ -78,8 +78,16 @@ def log_ticks(lo: float, hi: float) -> list[float]:
 
 def _tick_label(v: float) -> str:
     if v >= 1000:
-        return f"{v / 1000:g}k"
-    return f"{v:g}"
+        return f"{v / 1000:.3g}k"
+    return f"{v:.3g}"
+
+
+def nice_ceiling(v: float) -> float:
+    """The smallest 1, 2 or 5 x 10^k at or above ``v`` (for an axis maximum)."""
+    if v <= 0:
+        return 1.0
+    base = 10 ** math.floor(math.log10(v))
+    return next(m * base for m in (1, 2, 5, 10) if m * base >= v)
 
 
 def line_chart(
@@ -147,7 +155,7 @@ def line_chart(
             f'<line x1="{M_LEFT}" y1="{_fmt(y)}" x2="{M_LEFT + plot_w}" y2="{_fmt(y)}" '
             f'stroke="{GRID}" stroke-width="1"/>'
             f'<text x="{M_LEFT - 8}" y="{_fmt(y + 4)}" text-anchor="end" font-size="12" '
-            f'fill="{TEXT}">{t:g}</text>'
+            f'fill="{TEXT}">{_tick_label(t)}</text>'
         )
     if reference_y is not None and y_lo < reference_y < y_hi:
         y = py(reference_y)
@@ -160,8 +168,8 @@ def line_chart(
         f'stroke="#9aa3af"/>'
         f'<text x="{M_LEFT + plot_w / 2}" y="{H - 30}" text-anchor="middle" font-size="13" '
         f'fill="{TEXT}">{escape(x_label)}{" (log scale)" if log_x else ""}</text>'
-        f'<text x="16" y="{M_TOP + plot_h / 2}" text-anchor="middle" font-size="13" '
-        f'fill="{TEXT}" transform="rotate(-90 16 {M_TOP + plot_h / 2})">{escape(y_label)}</text>'
+        f'<text x="14" y="{M_TOP + plot_h / 2}" text-anchor="middle" font-size="13" '
+        f'fill="{TEXT}" transform="rotate(-90 14 {M_TOP + plot_h / 2})">{escape(y_label)}</text>'
     )
     # Bands first (under every line), then curves, lines and markers.
     for s in series:
@@ -234,7 +242,7 @@ def bar_chart(
         parts.append(
             f'<line x1="{M_LEFT}" y1="{_fmt(y)}" x2="{M_LEFT + plot_w}" y2="{_fmt(y)}" '
             f'stroke="{GRID}"/><text x="{M_LEFT - 8}" y="{_fmt(y + 4)}" text-anchor="end" '
-            f'font-size="12" fill="{TEXT}">{t:g}</text>'
+            f'font-size="12" fill="{TEXT}">{_tick_label(t)}</text>'
         )
     for i, (name, value, tip) in enumerate(bars):
         cx = M_LEFT + step * (i + 0.5)
@@ -250,10 +258,12 @@ def bar_chart(
             f'<rect class="pt" x="{_fmt(cx - step * 0.3)}" y="{_fmt(top)}" '
             f'width="{_fmt(step * 0.6)}" height="{_fmt(M_TOP + plot_h - top)}" '
             f'fill="{PALETTE[0]}"><title>{escape(tip)}</title></rect>'
+            f'<text x="{_fmt(cx)}" y="{_fmt(top - 5)}" text-anchor="middle" font-size="12" '
+            f'fill="{TEXT}">{value:.3g}</text>'
         )
     parts.append(
-        f'<text x="16" y="{M_TOP + plot_h / 2}" text-anchor="middle" font-size="13" '
-        f'fill="{TEXT}" transform="rotate(-90 16 {M_TOP + plot_h / 2})">{escape(y_label)}</text>'
+        f'<text x="14" y="{M_TOP + plot_h / 2}" text-anchor="middle" font-size="13" '
+        f'fill="{TEXT}" transform="rotate(-90 14 {M_TOP + plot_h / 2})">{escape(y_label)}</text>'
         "</svg>"
     )
     return mark_safe("".join(parts))
@@ -313,8 +323,8 @@ def box_chart(
                 f'fill="{PALETTE[1]}" fill-opacity="0.7"><title>{v:.4g}</title></circle>'
             )
     parts.append(
-        f'<text x="16" y="{M_TOP + plot_h / 2}" text-anchor="middle" font-size="13" '
-        f'fill="{TEXT}" transform="rotate(-90 16 {M_TOP + plot_h / 2})">{escape(y_label)}</text>'
+        f'<text x="14" y="{M_TOP + plot_h / 2}" text-anchor="middle" font-size="13" '
+        f'fill="{TEXT}" transform="rotate(-90 14 {M_TOP + plot_h / 2})">{escape(y_label)}</text>'
         "</svg>"
     )
     return mark_safe("".join(parts))

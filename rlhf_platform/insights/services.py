@@ -78,11 +78,14 @@ def _parse_caps(changes: dict[str, Any]) -> dict[str, Any]:
 
 
 @transaction.atomic
-def budget_change_caps(*, actor: User, campaign: Campaign, changes: dict[str, Any]) -> AuditEntry:
+def budget_change_caps(
+    *, actor: User, campaign: Campaign, changes: dict[str, Any]
+) -> AuditEntry | None:
     """Raise (or lower, never below what is spent) a campaign's caps; empty means no cap.
 
     Runs under the budget row lock that every debit takes, so a cap is never set below a
-    debit that lands concurrently. Returns the audit entry (before and after values).
+    debit that lands concurrently. Returns the audit entry, with the before and after values
+    of the caps that changed, or None when none did (nothing is written then).
     """
     _check_manager(actor, campaign)
     parsed = _parse_caps(changes)
@@ -97,6 +100,9 @@ def budget_change_caps(*, actor: User, campaign: Campaign, changes: dict[str, An
             f"The cost cap cannot go below the {budget.cost_spent} already spent.",
             code="cap_below_spent",
         )
+    parsed = {k: v for k, v in parsed.items() if v != getattr(budget, k)}
+    if not parsed:
+        return None
     before = {k: _json(getattr(budget, k)) for k in parsed}
     for key, value in parsed.items():
         setattr(budget, key, value)

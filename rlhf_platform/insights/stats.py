@@ -201,6 +201,10 @@ class BurnRate:
     cost_per_day: float
     window_days: float
 
+    @property
+    def window_hours(self) -> float:
+        return self.window_days * 24
+
 
 def burn_rate(
     events: Iterable[tuple[dt.datetime, int, float]],

@@ -292,6 +292,17 @@ def agreement_csv(request: HttpRequest, campaign_id: int, table: str) -> HttpRes
     return _csv(build(agreement), f"campaign-{campaign.pk}-agreement-{table}.csv")
 
 
+def _time_unit(span_hours: float) -> tuple[float, str]:
+    """A factor from hours, and the unit's name, that keeps the axis numbers readable."""
+    if span_hours < 2 / 60:
+        return 3600.0, "seconds"
+    if span_hours < 2:
+        return 60.0, "minutes"
+    if span_hours < 72:
+        return 1.0, "hours"
+    return 1 / 24, "days"
+
+
 # --- Budget (admin) pages -------------------------------------------------------------------
 
 
@@ -335,19 +346,18 @@ def budget_page(request: HttpRequest, campaign_id: int) -> HttpResponse:
     overview = selectors.budget_overview(campaign)
     agreement = selectors.human_judge_agreement(campaign)
     entries = list(selectors.ledger_entries(campaign))
-    header, rows = tables.cumulative_spend(entries)
+    _, rows = tables.cumulative_spend(entries)
     first = entries[-1].created_at if entries else None
-    points = [
-        ((dt.datetime.fromisoformat(r[0]) - first).total_seconds() / 3600, r[1], None, None)
-        for r in rows
-    ]
+    hours = [(dt.datetime.fromisoformat(r[0]) - first).total_seconds() / 3600 for r in rows]
+    scale, unit = _time_unit(max(hours, default=0.0))
+    points = [(h * scale, r[1], None, None) for h, r in zip(hours, rows, strict=True)]
     cap = overview.budget.label_cap
-    y_max = max([cap or 0, *(p[1] for p in points), 1])
+    y_max = charts.nice_ceiling(max([cap or 0, *(p[1] for p in points), 1]))
     spend_chart = charts.line_chart(
         [charts.Series("labels spent", points, charts.PALETTE[0])],
         kind="spend",
         label="Labels spent over time" + (f" (cap {cap})" if cap else ""),
-        x_label="hours since the first label",
+        x_label=f"{unit} since the first label",
         y_label="labels spent",
         log_x=False,
         y_range=(0, y_max),
@@ -363,7 +373,10 @@ def budget_page(request: HttpRequest, campaign_id: int) -> HttpResponse:
             kind="throughput",
             label="Labels per hour of time on task, per annotator",
             y_label="labels per hour",
-            y_range=(0, max([t.labels_per_hour or 0 for t in throughput] + [1]) * 1.1),
+            y_range=(
+                0,
+                charts.nice_ceiling(max([t.labels_per_hour or 0 for t in throughput] + [1])),
+            ),
         ),
         "spend_chart": spend_chart,
         "audit": selectors.audit_log(campaign),
@@ -418,8 +431,8 @@ def budget_caps(request: HttpRequest, campaign_id: int) -> HttpResponse:
     campaign = selectors.get_campaign_for_budget(request.user, campaign_id)
     changes = {k: request.POST[k].strip() for k in services.CAP_FIELDS if k in request.POST}
     try:
-        services.budget_change_caps(actor=request.user, campaign=campaign, changes=changes)
-        messages.success(request, "Caps saved.")
+        entry = services.budget_change_caps(actor=request.user, campaign=campaign, changes=changes)
+        messages.success(request, "Caps saved." if entry else "Nothing changed.")
     except ServiceError as exc:
         if isinstance(exc, (PermissionDenied, NotFound)):
             raise
