@@ -240,3 +240,19 @@ def test_csv_cells_cannot_become_spreadsheet_formulas(client, researcher, seeded
         client.get(reverse("insights:agreement-csv", args=[seeded.pk, "disagreements"]))
     )
     assert rows[1][6] == "'=HYPERLINK(1)"
+
+
+@pytest.mark.parametrize("page", ["campaign", "agreement", "budget"])
+def test_pages_use_a_bounded_number_of_queries(
+    client, researcher, annotator, seeded, page, django_assert_max_num_queries
+):
+    # Rows are read in bulk (no query per round, version, label or annotator), so other
+    # campaigns' rows and a second campaign stay under the same bound.
+    client.force_login(researcher)
+    url = reverse(f"insights:{page}", args=[seeded.pk])
+    with django_assert_max_num_queries(25):
+        assert client.get(url).status_code == 200
+    second = seed_campaign(researcher, [annotator], name="Second")
+    seed_campaign(researcher, [annotator], name="Other")  # unrelated rows
+    with django_assert_max_num_queries(25):
+        assert client.get(reverse(f"insights:{page}", args=[second.pk])).status_code == 200
