@@ -21,6 +21,12 @@ V1_OPERATIONS = {
     ("/api/v1/leases/{lease_id}/label/", "post"),
     ("/api/v1/leases/{lease_id}/skip/", "post"),
     ("/api/v1/leases/{lease_id}/renew/", "post"),
+    ("/api/v1/campaigns/{campaign_id}/rounds/", "get"),
+    ("/api/v1/rounds/{round_id}/retry/", "post"),
+    ("/api/v1/campaigns/{campaign_id}/exports/labels/", "get"),
+    ("/api/v1/campaigns/{campaign_id}/exports/preferences/", "get"),
+    ("/api/v1/campaigns/{campaign_id}/imports/pairs/", "post"),
+    ("/api/v1/campaigns/{campaign_id}/imports/prompts/", "post"),
 }
 
 
