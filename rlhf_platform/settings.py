@@ -169,6 +169,7 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "CampaignStateEnum": "rlhf_platform.campaigns.models.CampaignState",
         "RoundStateEnum": "rlhf_platform.campaigns.models.RoundState",
+        "ImportFormatEnum": ["jsonl", "csv", "parquet"],
     },
     "COMPONENT_SPLIT_REQUEST": True,
 }

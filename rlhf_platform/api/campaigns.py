@@ -36,14 +36,15 @@ from rlhf_platform.campaigns.services import (
     prompts_import,
 )
 from rlhf_platform.errors import InvalidInput
+from rlhf_platform.exports.services import prompts_import_file
 
 TAG = ["campaigns"]
 INT32_MAX = 2**31 - 1
 INT64_MAX = 2**63 - 1
 # An import is parsed whole, in memory, inside one transaction: 20 MB is ~100k prompts.
 IMPORT_MAX_BYTES = 20 * 1024 * 1024
-IMPORT_FORMATS = ["jsonl", "csv"]
-_EXTENSIONS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv"}
+IMPORT_FORMATS = ["jsonl", "csv", "parquet"]
+_EXTENSIONS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet"}
 
 
 @extend_schema_serializer(component_name="CampaignDetail")
@@ -278,7 +279,7 @@ class PromptImportApi(ApiView):
         format = enum_string_field(
             IMPORT_FORMATS,
             required=False,
-            help_text="Defaults from the file name: .jsonl/.ndjson or .csv.",
+            help_text="Defaults from the file name: .jsonl/.ndjson, .csv or .parquet.",
         )
 
     @extend_schema_serializer(component_name="PromptImportResult")
@@ -288,10 +289,10 @@ class PromptImportApi(ApiView):
     @extend_schema(
         tags=TAG,
         operation_id="campaigns_prompts_import",
-        summary="Import prompts from JSONL or CSV (owner or admin): every row or none",
+        summary="Import prompts from JSONL, CSV or Parquet (owner or admin): every row or none",
         description="JSONL: one object per line with `prompt` (or `messages`), optional "
         "`split` (train/eval), `reference`, `metadata`. CSV: a header row with a `prompt` "
-        "column and the same optional columns. Any bad row rejects the whole file with "
+        "column and the same optional columns; Parquet (a file upload): the same columns. Any bad row rejects the whole file with "
         "`import_invalid` and `details: [{line, error}, ...]`; nothing is imported.",
         request={
             "application/json": JsonInputSerializer,
@@ -312,7 +313,11 @@ class PromptImportApi(ApiView):
     def post(self, request: Request, campaign_id: int) -> Response:
         campaign = get_campaign_for_user(request.user, campaign_id, manage=True)
         if request.content_type.startswith("multipart/"):
-            content, fmt = self._read_file(request)
+            data, fmt = self._read_file(request)
+            count = prompts_import_file(campaign=campaign, data=data, fmt=fmt)
+            return Response(
+                self.OutputSerializer({"count": count}).data, status=status.HTTP_201_CREATED
+            )
         else:
             serializer = self.JsonInputSerializer(data=request.data)
             serializer.is_valid(raise_exception=True)
@@ -327,7 +332,7 @@ class PromptImportApi(ApiView):
             self.OutputSerializer({"count": len(prompts)}).data, status=status.HTTP_201_CREATED
         )
 
-    def _read_file(self, request: Request) -> tuple[str, str]:
+    def _read_file(self, request: Request) -> tuple[bytes, str]:
         serializer = self.FileInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         upload = serializer.validated_data["file"]
@@ -337,7 +342,7 @@ class PromptImportApi(ApiView):
             fmt = next((f for ext, f in _EXTENSIONS.items() if name.endswith(ext)), None)
             if fmt is None:
                 raise InvalidInput(
-                    "Cannot tell the format from the file name; send format=jsonl or csv.",
+                    "Cannot tell the format from the file name; send format=jsonl, csv or parquet.",
                     code="invalid_format",
                 )
         if upload.size > IMPORT_MAX_BYTES:
@@ -345,12 +350,7 @@ class PromptImportApi(ApiView):
                 f"The file is {upload.size} bytes; at most {IMPORT_MAX_BYTES} are accepted.",
                 code="file_too_large",
             )
-        try:
-            return upload.read().decode("utf-8-sig"), fmt
-        except UnicodeDecodeError as exc:
-            raise InvalidInput(
-                f"The file is not UTF-8 text (byte {exc.start}).", code="invalid_encoding"
-            ) from None
+        return upload.read(), fmt
 
 
 class CampaignProgressApi(ApiView):

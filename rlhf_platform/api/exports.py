@@ -167,24 +167,6 @@ _IMPORT_ERRORS = error_responses(
 )
 
 
-class PromptFileImportApi(_FileImportApi):
-    @extend_schema(
-        tags=TAG,
-        operation_id="campaigns_import_prompts_file",
-        summary="Import prompts from a JSONL, CSV or Parquet file (owner or admin): every "
-        "row or none",
-        request={"multipart/form-data": _FileImportApi.InputSerializer},
-        responses={201: _FileImportApi.OutputSerializer, **_IMPORT_ERRORS},
-    )
-    def post(self, request: Request, campaign_id: int) -> Response:
-        campaign = get_campaign_for_user(request.user, campaign_id, manage=True)
-        data, fmt = self._read(request)
-        count = services.prompts_import_file(campaign=campaign, data=data, fmt=fmt)
-        return Response(
-            self.OutputSerializer({"count": count}).data, status=status.HTTP_201_CREATED
-        )
-
-
 class PairFileImportApi(_FileImportApi):
     @extend_schema(
         tags=TAG,

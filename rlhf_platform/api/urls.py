@@ -57,11 +57,6 @@ v1 = [
         name="campaign-export-labels",
     ),
     path(
-        "campaigns/<int:campaign_id>/imports/prompts/",
-        exports.PromptFileImportApi.as_view(),
-        name="campaign-import-prompts",
-    ),
-    path(
         "campaigns/<int:campaign_id>/imports/pairs/",
         exports.PairFileImportApi.as_view(),
         name="campaign-import-pairs",

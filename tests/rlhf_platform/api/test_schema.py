@@ -26,7 +26,6 @@ V1_OPERATIONS = {
     ("/api/v1/campaigns/{campaign_id}/exports/labels/", "get"),
     ("/api/v1/campaigns/{campaign_id}/exports/preferences/", "get"),
     ("/api/v1/campaigns/{campaign_id}/imports/pairs/", "post"),
-    ("/api/v1/campaigns/{campaign_id}/imports/prompts/", "post"),
 }
 
 

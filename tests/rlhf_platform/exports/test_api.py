@@ -69,7 +69,7 @@ def test_prompt_file_import_parquet(researcher):
     pq.write_table(pa.Table.from_pylist([{"prompt": "P?"}, {"prompt": "Q?", "split": "eval"}]), out)
     upload = SimpleUploadedFile("prompts.parquet", out.getvalue())
     response = _client(researcher).post(
-        f"/api/v1/campaigns/{campaign.pk}/imports/prompts/", {"file": upload}, format="multipart"
+        f"/api/v1/campaigns/{campaign.pk}/prompts/import/", {"file": upload}, format="multipart"
     )
     assert response.status_code == 201 and response.json() == {"count": 2}
 
@@ -103,7 +103,7 @@ def test_the_export_endpoints_document_their_errors():
     ours = {
         ("/api/v1/campaigns/{campaign_id}/exports/preferences/", "get"),
         ("/api/v1/campaigns/{campaign_id}/exports/labels/", "get"),
-        ("/api/v1/campaigns/{campaign_id}/imports/prompts/", "post"),
+        ("/api/v1/campaigns/{campaign_id}/prompts/import/", "post"),
         ("/api/v1/campaigns/{campaign_id}/imports/pairs/", "post"),
     }
     for path, method in ours:
