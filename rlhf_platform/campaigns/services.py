@@ -172,8 +172,14 @@ def parse_prompt_file(content: str, fmt: str) -> list[PromptRow]:
                 errors.append({"line": reader.line_num, "error": str(exc)})
     else:
         raise InvalidInput(f"Unknown format {fmt!r}; use jsonl or csv.", code="invalid_format")
+    return checked_rows(rows, errors)
+
+
+def checked_rows(rows: list, errors: list[dict[str, Any]], *, unit: str = "line") -> list:
+    """``rows`` if the whole file parsed; else InvalidInput listing every bad row (the
+    message names the first five, ``details`` holds them all), so nothing is imported."""
     if errors:
-        summary = "; ".join(f"line {e['line']}: {e['error']}" for e in errors[:5])
+        summary = "; ".join(f"{unit} {e['line']}: {e['error']}" for e in errors[:5])
         more = f" (and {len(errors) - 5} more)" if len(errors) > 5 else ""
         raise InvalidInput(
             f"{len(errors)} bad row(s), nothing imported: {summary}{more}",

@@ -31,6 +31,7 @@ from rlhf_platform.campaigns.models import Campaign, Prompt
 from rlhf_platform.campaigns.services import (
     PromptRow,
     _parse_prompt_record,
+    checked_rows,
     comparisons_import_pairs,
     parse_prompt_file,
 )
@@ -309,16 +310,7 @@ def parse_prompt_bytes(data: bytes, fmt: str) -> list[PromptRow]:
             rows.append(_parse_prompt_record(record))
         except ValueError as exc:
             errors.append({"line": i, "error": str(exc)})
-    if errors:
-        summary = "; ".join(f"row {e['line']}: {e['error']}" for e in errors[:5])
-        raise InvalidInput(
-            f"{len(errors)} bad row(s), nothing imported: {summary}",
-            code="import_invalid",
-            details=errors,
-        )
-    if not rows:
-        raise InvalidInput("The file holds no prompts.", code="import_empty")
-    return rows
+    return checked_rows(rows, errors, unit="row")
 
 
 @transaction.atomic
