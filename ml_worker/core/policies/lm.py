@@ -17,6 +17,10 @@ Policy:
   folded into copies of the base weights (W + scale * B @ A) and the adapter modules are swapped
   for plain `nn.Linear`s, so decoding runs the same modules as the plain model (no adapter
   overhead); the original weights are put back untouched afterwards (no merge/unmerge drift).
+  With K > 1 samples per prompt, each prompt's prefill runs once and its KV cache is repeated
+  K times (plain `generate(num_return_sequences=K)` prefills every copy); the sampled tokens
+  are the same as plain `generate` with the same seed (tested on the tiny model, checked on
+  SmolLM2 by `bench/generation.py`). Sampling is deterministic given (seed, gen_batch_size).
 - `log_probs(prompts, responses)` is log pi(response + EOS | prompt) summed over the response
   tokens (EOS included when `append_eos`, the default: the policy also learns where to stop),
   computed with right padding in micro-batches; only the response positions go through the
@@ -289,7 +293,8 @@ class LMPolicy:
         """K responses per prompt: `[len(prompts)][k]`, top-k / temperature sampling.
 
         Deterministic given (seed, gen_batch_size): the torch RNG is seeded once per call inside
-        a forked RNG state, so the caller's global RNG is untouched.
+        a forked RNG state, so the caller's global RNG is untouched. Token counts of the
+        responses are left in `last_token_counts`.
         """
         if k < 1:
             raise ValueError("k must be >= 1")
