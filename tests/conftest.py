@@ -6,6 +6,7 @@ database is never mocked.
 
 from __future__ import annotations
 
+import shutil
 from decimal import Decimal
 
 import pytest
@@ -107,3 +108,36 @@ def foreign_campaign(researcher, outsider) -> Campaign:
 def _fast_password_hasher(settings):
     """The default PBKDF2 hasher costs ~0.3 s per user on this machine; tests make many."""
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--no-first-run",
+]
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's Chromium, headless, driven by Playwright (never `playwright install`)."""
+    executable = shutil.which("chromium")
+    if executable is None:
+        pytest.fail(
+            "Debian's chromium is not installed, so the browser tests cannot run. "
+            "Install it with scripts/ensure_chromium.sh (apt-get install -y chromium); "
+            "never `playwright install`.",
+            pytrace=False,
+        )
+    from playwright.sync_api import sync_playwright
+
+    # Playwright's sync API keeps an event loop in this thread while it runs; Django then
+    # refuses ORM calls from the test code unless told it is safe (the tests are not async).
+    # Only for the module using it: the browser is closed and the variable removed at its end.
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+            yield browser
+            browser.close()

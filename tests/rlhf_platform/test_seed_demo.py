@@ -141,7 +141,9 @@ def test_a_pair_the_import_rejects_rolls_everything_back(tmp_path):
     assert not Campaign.objects.exists()
 
 
-def test_it_starts_the_live_campaigns_and_skips_them_on_request(db, django_capture_on_commit_callbacks):
+def test_it_starts_the_live_campaigns_and_skips_them_on_request(
+    db, django_capture_on_commit_callbacks
+):
     with django_capture_on_commit_callbacks() as callbacks:
         seed()
     judge = Campaign.objects.get(name="Demo: infomax with the simulated judge")

@@ -21,4 +21,3 @@ def client_for() -> Callable[[User | None], APIClient]:
         return client
 
     return make
-
