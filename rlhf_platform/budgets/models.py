@@ -27,6 +27,12 @@ class Budget(models.Model):
     )
     human_label_cost = models.DecimalField(max_digits=12, decimal_places=6, default=Decimal("0"))
     judge_call_cost = models.DecimalField(max_digits=12, decimal_places=6, default=Decimal("0"))
+    judge_token_cost = models.DecimalField(
+        max_digits=14,
+        decimal_places=10,
+        default=Decimal("0"),
+        help_text="Price of one judge token (prompt or completion), added to the call price.",
+    )
     warn_fraction = models.FloatField(default=0.9, help_text="Warn when this share is spent.")
     labels_spent = models.PositiveIntegerField(default=0)
     cost_spent = models.DecimalField(max_digits=14, decimal_places=6, default=Decimal("0"))

@@ -27,15 +27,15 @@ def _utc_day_start(now: dt.datetime) -> dt.datetime:
 
 
 def budget_refusal(
-    *, budget: Budget, source: str, annotator_id: int | None
+    *, budget: Budget, source: str, annotator_id: int | None, tokens: int = 0
 ) -> BudgetExhausted | None:
-    """Why one more label of ``source`` may not be spent now (as the error to raise), or
-    None if it may."""
+    """Why one more label of ``source`` (a judge call of ``tokens`` tokens) may not be spent
+    now (as the error to raise), or None if it may."""
     if budget.label_cap is not None and budget.labels_spent >= budget.label_cap:
         return BudgetExhausted(
             f"The campaign's label budget is spent ({budget.labels_spent} of {budget.label_cap})."
         )
-    unit = unit_cost(budget=budget, source=source)
+    unit = unit_cost(budget=budget, source=source, tokens=tokens)
     if budget.cost_cap is not None and budget.cost_spent + unit > budget.cost_cap:
         return BudgetExhausted(
             f"The campaign's cost budget is spent ({budget.cost_spent} of {budget.cost_cap})."
@@ -58,8 +58,12 @@ def budget_refusal(
     return None
 
 
-def unit_cost(*, budget: Budget, source: str) -> Decimal:
-    return budget.human_label_cost if source == "human" else budget.judge_call_cost
+def unit_cost(*, budget: Budget, source: str, tokens: int = 0) -> Decimal:
+    """A human label at its unit price; a judge call at its per-call price plus its tokens
+    (prompt and completion) at the per-token price."""
+    if source == "human":
+        return budget.human_label_cost
+    return budget.judge_call_cost + budget.judge_token_cost * tokens
 
 
 def budget_debit(
@@ -74,10 +78,10 @@ def budget_debit(
 
     Raises :class:`BudgetExhausted` (and writes nothing) when a cap would be exceeded.
     """
-    refusal = budget_refusal(budget=budget, source=source, annotator_id=annotator_id)
+    refusal = budget_refusal(budget=budget, source=source, annotator_id=annotator_id, tokens=tokens)
     if refusal:
         raise refusal
-    amount = unit_cost(budget=budget, source=source)
+    amount = unit_cost(budget=budget, source=source, tokens=tokens)
     Budget.objects.filter(pk=budget.pk).update(
         labels_spent=F("labels_spent") + 1, cost_spent=F("cost_spent") + amount
     )

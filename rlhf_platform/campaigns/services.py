@@ -48,6 +48,7 @@ def campaign_create(
     annotator_daily_cap: int | None = None,
     human_label_cost: Decimal = Decimal("0"),
     judge_call_cost: Decimal = Decimal("0"),
+    judge_token_cost: Decimal = Decimal("0"),
     **fields: Any,
 ) -> Campaign:
     """Create a campaign in the draft state, with its budget."""
@@ -65,6 +66,7 @@ def campaign_create(
         annotator_daily_cap=annotator_daily_cap,
         human_label_cost=human_label_cost,
         judge_call_cost=judge_call_cost,
+        judge_token_cost=judge_token_cost,
     )
     return campaign
 

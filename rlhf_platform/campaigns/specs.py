@@ -112,6 +112,7 @@ def campaign_create_from_spec(
             annotator_daily_cap=budget.get("annotator_daily_cap"),
             human_label_cost=_money(budget, "human_label_cost") or Decimal("0"),
             judge_call_cost=_money(budget, "judge_call_cost") or Decimal("0"),
+            judge_token_cost=_money(budget, "judge_token_cost") or Decimal("0"),
         )
     except ValidationError as exc:
         raise _invalid(f"invalid spec: {'; '.join(exc.messages)}") from None
