@@ -9,6 +9,7 @@ from django.db.models import Count, Q, QuerySet
 from rlhf_platform.accounts.models import User
 from rlhf_platform.campaigns.models import Campaign
 from rlhf_platform.errors import NotFound, PermissionDenied
+from rlhf_platform.labeling.models import ComparisonState
 
 
 def campaigns_visible_to(user: User) -> QuerySet[Campaign]:
@@ -49,8 +50,6 @@ class CampaignProgress:
 
 
 def campaign_progress(campaign: Campaign) -> CampaignProgress:
-    from rlhf_platform.labeling.models import ComparisonState
-
     comps = campaign.comparisons.aggregate(
         total=Count("id"),
         open=Count("id", filter=Q(state__in=[ComparisonState.QUEUED, ComparisonState.LEASED])),

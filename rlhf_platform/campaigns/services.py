@@ -23,6 +23,8 @@ from rlhf_platform.campaigns.models import (
     Split,
 )
 from rlhf_platform.errors import Conflict, InvalidInput, PermissionDenied
+from rlhf_platform.labeling.models import Comparison
+from rlhf_platform.rounds import dispatch
 
 PROMPT_MAX_CHARS = 20_000
 
@@ -92,8 +94,6 @@ def campaign_set_state(*, campaign: Campaign, action: str) -> Campaign:
             f"Cannot {action} a campaign that is {campaign.state}.", code="invalid_transition"
         )
     if target == CampaignState.RUNNING and campaign.runs_rounds:
-        from rlhf_platform.rounds import dispatch
-
         dispatch.open_round(campaign.pk)
     return campaign
 
@@ -218,8 +218,6 @@ def comparisons_import_pairs(
 
     For plain A/B campaigns without a policy (and the demo before live generation).
     """
-    from rlhf_platform.labeling.models import Comparison
-
     created = 0
     for i, pair in enumerate(pairs, start=1):
         try:

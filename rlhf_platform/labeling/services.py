@@ -32,6 +32,7 @@ from rlhf_platform.labeling.models import (
     LeaseState,
 )
 from rlhf_platform.labeling.selectors import get_lease_for_annotator
+from rlhf_platform.rounds import dispatch
 
 IDEMPOTENCY_KEY_MAX = 100
 # Shown-side answer -> stored answer when B was shown first.
@@ -264,8 +265,6 @@ def _label_submit_locked(
     comparison.save(update_fields=["labels_count", "leased_count", "state", "updated_at"])
     Lease.objects.filter(pk=lease.pk).update(state=LeaseState.SUBMITTED, closed_at=now)
     if comparison.round_id is not None and comparison.state == ComparisonState.LABELED:
-        from rlhf_platform.rounds import dispatch
-
         dispatch.step(comparison.round_id)  # the round may be complete: let a worker check
     return label, True
 

@@ -23,6 +23,7 @@ import logging
 import os
 import random
 import shutil
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,7 @@ from django.conf import settings
 from django.db import DatabaseError, IntegrityError, InterfaceError, OperationalError, transaction
 from django.db.models import Count, F, Q
 from django.utils import timezone
+from django.utils.dateparse import parse_datetime
 
 from ml_worker.core import learner
 from ml_worker.core.acquisition import distinct_responses, select_pairs
@@ -885,8 +887,6 @@ def rounds_sweep(*, idle_seconds: int | None = None) -> dict[str, int]:
 
 
 def _last_transition_time(rnd: Round):
-    from django.utils.dateparse import parse_datetime
-
     if not rnd.transitions:
         return None
     return parse_datetime(rnd.transitions[-1][1])
@@ -909,8 +909,6 @@ def campaign_run_inline(
     Judge campaigns run straight through; human campaigns wait (polling) in each labeling
     state until annotators finish the round or its deadline passes.
     """
-    import time
-
     finished: list[Round] = []
     with dispatch.inline() as pop:
         for _ in range(rounds):
