@@ -98,7 +98,7 @@ def broker_url(name: str, default_dir: Path) -> str:
                 f"{name}={raw!r} has an unsupported scheme; use redis://, amqp:// or filesystem://"
             )
         return raw
-    return "filesystem://"
+    return "filesystem://localhost//"  # a hostname keeps kombu from warning at every start
 
 
 def secret_key(name: str, key_file: Path) -> str:
