@@ -41,6 +41,8 @@ cat <<MSG
 
 == Starting the web server and the Celery worker (with beat). Ctrl-C stops both.
    Label:        $base/            (log in as annotator)
+   Research:     $base/research/   (log in as researcher: win rate, rounds, agreement)
+   Budgets:      $base/budgets/    (researcher or admin)
    Admin:        $base/admin/      (log in as admin)
    API docs:     $base/api/docs/
    API:          $base/api/v1/     (token: POST $base/api/v1/auth/token/)
