@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -193,21 +194,37 @@ def checked_rows(rows: list, errors: list[dict[str, Any]], *, unit: str = "line"
     return rows
 
 
+def prompts_create(
+    *,
+    campaign: Campaign,
+    rows: list[PromptRow],
+    progress: Callable[[int], object] | None = None,
+    batch_size: int = 1000,
+) -> list[Prompt]:
+    """Insert parsed rows, ``batch_size`` per INSERT; call inside the import's transaction."""
+    created: list[Prompt] = []
+    for start in range(0, len(rows), batch_size):
+        chunk = rows[start : start + batch_size]
+        created += Prompt.objects.bulk_create(
+            Prompt(
+                campaign=campaign,
+                text=row.text,
+                split=row.split,
+                reference=row.reference,
+                messages=row.messages,
+                metadata=row.metadata,
+            )
+            for row in chunk
+        )
+        if progress:
+            progress(len(chunk))
+    return created
+
+
 @transaction.atomic
 def prompts_import(*, campaign: Campaign, content: str, fmt: str) -> list[Prompt]:
     """Import every row of a JSONL or CSV file, or none of them."""
-    rows = parse_prompt_file(content, fmt)
-    return Prompt.objects.bulk_create(
-        Prompt(
-            campaign=campaign,
-            text=row.text,
-            split=row.split,
-            reference=row.reference,
-            messages=row.messages,
-            metadata=row.metadata,
-        )
-        for row in rows
-    )
+    return prompts_create(campaign=campaign, rows=parse_prompt_file(content, fmt))
 
 
 @transaction.atomic

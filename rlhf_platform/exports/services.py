@@ -27,13 +27,14 @@ from typing import IO, Any
 
 from django.db import transaction
 
-from rlhf_platform.campaigns.models import Campaign, Prompt
+from rlhf_platform.campaigns.models import Campaign
 from rlhf_platform.campaigns.services import (
     PromptRow,
     _parse_prompt_record,
     checked_rows,
     comparisons_import_pairs,
     parse_prompt_file,
+    prompts_create,
 )
 from rlhf_platform.errors import InvalidInput
 from rlhf_platform.labeling.models import Label
@@ -319,23 +320,7 @@ def prompts_import_file(
 ) -> int:
     """Import every prompt of a JSONL, CSV or Parquet file, or none of them."""
     rows = parse_prompt_bytes(data, fmt)
-    batch_size = 1000  # one INSERT per thousand prompts
-    for start in range(0, len(rows), batch_size):
-        chunk = rows[start : start + batch_size]
-        Prompt.objects.bulk_create(
-            Prompt(
-                campaign=campaign,
-                text=row.text,
-                split=row.split,
-                reference=row.reference,
-                messages=row.messages,
-                metadata=row.metadata,
-            )
-            for row in chunk
-        )
-        if progress:
-            progress(len(chunk))
-    return len(rows)
+    return len(prompts_create(campaign=campaign, rows=rows, progress=progress))
 
 
 def parse_pair_bytes(data: bytes, fmt: str) -> list[dict[str, Any]]:
