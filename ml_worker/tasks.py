@@ -14,21 +14,21 @@ from celery.exceptions import SoftTimeLimitExceeded
 from rlhf_platform.rounds import services
 from rlhf_platform.rounds.state import round_fail
 
-TRANSIENT = services.TRANSIENT_ERRORS
+# What every round task shares: late acknowledgement (each step is idempotent, so a message
+# redelivered after a worker died is safe), retries with backoff for transient database
+# errors only, no result stored.
+ROUND_TASK = {
+    "acks_late": True,
+    "reject_on_worker_lost": True,
+    "autoretry_for": services.TRANSIENT_ERRORS,
+    "retry_backoff": True,
+    "retry_backoff_max": 120,
+    "max_retries": 8,
+    "ignore_result": True,
+}
 
 
-@shared_task(
-    name="rounds.step",
-    acks_late=True,
-    reject_on_worker_lost=True,
-    time_limit=3600,
-    soft_time_limit=3500,
-    autoretry_for=TRANSIENT,
-    retry_backoff=True,
-    retry_backoff_max=120,
-    max_retries=8,
-    ignore_result=True,
-)
+@shared_task(name="rounds.step", time_limit=3600, soft_time_limit=3500, **ROUND_TASK)
 def round_step(round_id: int) -> str | None:
     """Generate, select, close, learn or evaluate: whatever the round's state asks for."""
     try:
@@ -38,18 +38,7 @@ def round_step(round_id: int) -> str | None:
         return None
 
 
-@shared_task(
-    name="rounds.judge",
-    bind=True,
-    acks_late=True,
-    reject_on_worker_lost=True,
-    time_limit=1800,
-    soft_time_limit=1700,
-    autoretry_for=TRANSIENT,
-    retry_backoff=True,
-    max_retries=8,
-    ignore_result=True,
-)
+@shared_task(name="rounds.judge", bind=True, time_limit=1800, soft_time_limit=1700, **ROUND_TASK)
 def judge_round(self, round_id: int) -> int:
     """Let the judge label the round's comparisons; retry later while answers were invalid."""
     pending = services.round_judge(round_id=round_id)
@@ -58,16 +47,7 @@ def judge_round(self, round_id: int) -> int:
     return 0
 
 
-@shared_task(
-    name="rounds.open",
-    acks_late=True,
-    time_limit=1800,
-    soft_time_limit=1700,
-    autoretry_for=TRANSIENT,
-    retry_backoff=True,
-    max_retries=8,
-    ignore_result=True,
-)
+@shared_task(name="rounds.open", time_limit=1800, soft_time_limit=1700, **ROUND_TASK)
 def open_round(campaign_id: int) -> int | None:
     """Open a running campaign's next round (writing its initial versions the first time)."""
     rnd = services.campaign_open_round(campaign_id=campaign_id)
