@@ -89,7 +89,8 @@ def database_config(name: str, default_sqlite: Path) -> dict:
     return config
 
 
-def broker_url(name: str, default_dir: Path) -> str:
+def broker_url(name: str) -> str:
+    """The broker URL; default: kombu's filesystem transport (folders set in settings)."""
     raw = os.environ.get(name)
     if raw:
         scheme = raw.split("://", 1)[0] if "://" in raw else ""

@@ -179,7 +179,7 @@ LEASE_SECONDS = env_int("LEASE_SECONDS", 300, minimum=10)
 RATIONALE_MAX_LENGTH = 2000  # documented in the API schema and README
 
 # --- Celery -------------------------------------------------------------------------------
-CELERY_BROKER_URL = broker_url("CELERY_BROKER_URL", VAR_DIR / "broker")
+CELERY_BROKER_URL = broker_url("CELERY_BROKER_URL")
 if CELERY_BROKER_URL.startswith("filesystem://"):
     _broker_dir = VAR_DIR / "broker"
     for sub in ("out", "processed", "control"):
@@ -190,6 +190,11 @@ if CELERY_BROKER_URL.startswith("filesystem://"):
         "processed_folder": str(_broker_dir / "processed"),
         "control_folder": str(_broker_dir / "control"),
         "store_processed": False,
+    }
+elif CELERY_BROKER_URL.startswith(("redis", "rediss")):
+    # Redis redelivers a message whose worker died (acks_late) after this many seconds.
+    CELERY_BROKER_TRANSPORT_OPTIONS = {
+        "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 3900, minimum=1)
     }
 CELERY_RESULT_BACKEND = env_str("CELERY_RESULT_BACKEND", "") or None
 CELERY_TASK_SERIALIZER = "json"
@@ -226,6 +231,11 @@ CELERY_BEAT_SCHEDULE = {
         "task": "labeling.release_expired_leases",
         "schedule": timedelta(seconds=env_int("LEASE_SWEEP_SECONDS", 30, minimum=1)),
     },
+    # Closes overdue rounds and resends work whose message or worker was lost.
+    "rounds-sweep": {
+        "task": "rounds.sweep",
+        "schedule": timedelta(seconds=env_int("ROUND_SWEEP_SECONDS", 15, minimum=1)),
+    },
 }
 
 LOGGING = {
@@ -244,12 +254,3 @@ LOGGING = {
 ROUND_CLAIM_STALE_SECONDS = env_int("ROUND_CLAIM_STALE_SECONDS", 600, minimum=1)
 # Invalid judge answers per comparison before it is sent to the human queue instead.
 JUDGE_MAX_ATTEMPTS = env_int("JUDGE_MAX_ATTEMPTS", 3, minimum=1)
-CELERY_BEAT_SCHEDULE["rounds-sweep"] = {
-    "task": "rounds.sweep",
-    "schedule": timedelta(seconds=env_int("ROUND_SWEEP_SECONDS", 15, minimum=1)),
-}
-# Redis redelivers a message whose worker died (acks_late) after this many seconds.
-if CELERY_BROKER_URL.startswith(("redis", "rediss")):
-    CELERY_BROKER_TRANSPORT_OPTIONS = {
-        "visibility_timeout": env_int("CELERY_VISIBILITY_TIMEOUT", 3900, minimum=1)
-    }
