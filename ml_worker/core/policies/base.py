@@ -8,6 +8,11 @@ A version is saved as a small artifact directory and restored with the backend's
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -65,3 +70,19 @@ def clip_grad_norm(params: list[Tensor], max_norm: float | None) -> float:
         norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in grads]))
         return float(norm)
     return float(torch.nn.utils.clip_grad_norm_(grads, max_norm))
+
+
+@contextlib.contextmanager
+def write_dir_atomically(path: Path) -> Iterator[Path]:
+    """Yield a fresh sibling folder to write into; on success it replaces ``path`` by a rename,
+    so the directory appears complete or not at all. On failure it is removed."""
+    tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex}"
+    tmp.mkdir(parents=True)
+    try:
+        yield tmp
+        if path.exists():
+            shutil.rmtree(path)
+        os.rename(tmp, path)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

@@ -60,7 +60,12 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor
 from transformers import AutoModelForCausalLM, AutoTokenizer, GenerationConfig
 
-from ml_worker.core.policies.base import check_triples, clip_grad_norm, ema_update_
+from ml_worker.core.policies.base import (
+    check_triples,
+    clip_grad_norm,
+    ema_update_,
+    write_dir_atomically,
+)
 
 try:  # POSIX file locks; on other systems the atomic rename alone keeps the cache valid.
     import fcntl
@@ -545,9 +550,7 @@ class LMPolicy:
         The directory appears complete or not at all (written aside, then renamed).
         """
         path = Path(path)
-        tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex}"
-        tmp.mkdir(parents=True)
-        try:
+        with write_dir_atomically(path) as tmp:
             self.model.save_pretrained(tmp)  # adapter_config.json + adapter_model.safetensors
             anchor = {
                 n: a.cpu().contiguous()
@@ -561,12 +564,6 @@ class LMPolicy:
             save_file(optim, tmp / "optimizer.safetensors")
             meta = {"format": _FORMAT, "steps": self.steps, "config": self.config}
             (tmp / "policy.json").write_text(json.dumps(meta, indent=2))
-            if path.exists():
-                shutil.rmtree(path)
-            os.rename(tmp, path)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
 
     @classmethod
     def load(cls, path: Path, base_model: Any, tokenizer: Any, **overrides: Any) -> LMPolicy:

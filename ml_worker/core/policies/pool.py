@@ -24,16 +24,18 @@ after each step, and gradient clipping on theta.
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import uuid
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
-from ml_worker.core.policies.base import check_triples, clip_grad_norm, ema_update_
+from ml_worker.core.policies.base import (
+    check_triples,
+    clip_grad_norm,
+    ema_update_,
+    write_dir_atomically,
+)
 
 _FORMAT = "pool-policy/1"
 
@@ -209,9 +211,7 @@ class PoolPolicy:
         The directory appears complete or not at all (written aside, then renamed).
         """
         path = Path(path)
-        tmp = path.parent / f".{path.name}.tmp-{uuid.uuid4().hex}"
-        tmp.mkdir(parents=True)
-        try:
+        with write_dir_atomically(path) as tmp:
             tensors = {"theta": self.theta.detach(), "theta_ema": self.theta_ema}
             state = self.optimizer.state_dict()
             for key, value in state["state"].get(0, {}).items():
@@ -236,12 +236,6 @@ class PoolPolicy:
                 (tmp / "pool.json").write_text(
                     json.dumps({"prompts": self.prompts, "pool": self.pool})
                 )
-            if path.exists():
-                shutil.rmtree(path)
-            os.rename(tmp, path)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
 
     @classmethod
     def load(cls, path: Path, *, pool_from: PoolPolicy | None = None) -> PoolPolicy:
