@@ -175,7 +175,7 @@ def _finish(
         probs = torch.sigmoid(r[:, rows, a] - r[:, rows, b])  # [M, B]
         p_var, p_mean = _var_mean(probs)
     else:
-        assert point_rewards is not None
+        assert point_rewards is not None  # noqa: S101 (type narrowing for mypy, not a check)
         r = point_rewards.float().cpu()
         rows = torch.arange(a.shape[0])
         p_mean = torch.sigmoid(r[rows, a] - r[rows, b])

@@ -333,7 +333,7 @@ def _sample_prompts(campaign: Campaign, rnd: Round) -> list[Prompt]:
     prompts = list(campaign.prompts.filter(split=Split.TRAIN).order_by("id"))
     if not prompts:
         raise ValueError("the campaign has no training prompts")
-    rng = random.Random(_round_rng(campaign, rnd, 1))
+    rng = random.Random(_round_rng(campaign, rnd, 1))  # noqa: S311 (seeded, reproducible sampling; no secret)
     b = campaign.prompts_per_round
     return rng.sample(prompts, b) if b <= len(prompts) else rng.choices(prompts, k=b)
 
@@ -405,7 +405,7 @@ def _select(rnd: Round, token: str) -> str:
         generator=torch.Generator().manual_seed(_round_rng(campaign, rnd, 3)),
         valid=distinct_responses([[r.text for r in g] for g in groups]),  # never ask A vs A
     )
-    mixed_rng = random.Random(_round_rng(campaign, rnd, 4))
+    mixed_rng = random.Random(_round_rng(campaign, rnd, 4))  # noqa: S311 (seeded, reproducible sampling; no secret)
     comparisons = []
     for i, group in enumerate(groups):
         judge = campaign.feedback_mode == FeedbackMode.JUDGE or (
@@ -474,7 +474,7 @@ def round_judge(*, round_id: int, batch_size: int = 64) -> int:
     campaign = rnd.campaign
     judge = build_judge(campaign.judge_config or {"kind": "oracle"})
     judge_name = getattr(judge, "judge_id", campaign.judge_config.get("kind", "judge"))[:100]
-    rng = random.Random(_round_rng(campaign, rnd, 5))
+    rng = random.Random(_round_rng(campaign, rnd, 5))  # noqa: S311 (seeded, reproducible sampling; no secret)
     budget_spent = False
     pending = list(_needs_judge(round_id))
     for start in range(0, len(pending), batch_size):
@@ -636,7 +636,7 @@ def _optimize_policy(
 ) -> dict[str, float]:
     """Policy optimization against a frozen reward model (offline / periodic refits)."""
     prompts = list(campaign.prompts.filter(split=Split.TRAIN).values_list("text", flat=True))
-    rng = random.Random(_round_rng(campaign, rnd, 7))
+    rng = random.Random(_round_rng(campaign, rnd, 7))  # noqa: S311 (seeded, reproducible sampling; no secret)
     k = campaign.responses_per_prompt
     metrics: dict[str, float] = {}
     for step in range(spec.policy_steps):

@@ -71,7 +71,7 @@ class OpenAIJudge(ApiJudge):
         logprobs: bool = False,
         temperature: float = 0.0,
         max_tokens: int = 32,
-        token_limit_param: str = "max_tokens",
+        token_limit_param: str = "max_tokens",  # noqa: S107 (a parameter name, no secret)
         strict: bool = True,
         both_orders: bool = False,
         retry: RetryPolicy | None = None,

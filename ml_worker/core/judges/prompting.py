@@ -192,7 +192,7 @@ class OrderAnswer:
                 tokens_out=self.tokens_out,
                 raw=(self.raw,),
             )
-        assert self.prob_a is not None and self.choice is not None
+        assert self.prob_a is not None and self.choice is not None  # noqa: S101 (type narrowing, not a check)
         return JudgeResult(
             self.prob_a, self.choice, None, self.tokens_in, self.tokens_out, raw=(self.raw,)
         )
@@ -222,8 +222,8 @@ def combine_orders(first: OrderAnswer, swapped: OrderAnswer) -> JudgeResult:
         return JudgeResult.invalid(
             "; ".join(reasons), tokens_in=tokens_in, tokens_out=tokens_out, raw=raw
         )
-    assert first.prob_a is not None and first.choice is not None
-    assert swapped.prob_a is not None and swapped.choice is not None
+    assert first.prob_a is not None and first.choice is not None  # noqa: S101 (type narrowing)
+    assert swapped.prob_a is not None and swapped.choice is not None  # noqa: S101 (type narrowing)
     back_choice = _SWAP[swapped.choice]
     prob_a = (first.prob_a + (1.0 - swapped.prob_a)) / 2.0
     disagree = back_choice != first.choice
@@ -268,7 +268,7 @@ class ApiJudge:
         raise NotImplementedError
 
     def _ask(self, query: JudgeQuery, seed: int | None) -> OrderAnswer:
-        rng = random.Random()  # jitter decorrelates workers; it needs no reproducibility
+        rng = random.Random()  # noqa: S311 (jitter decorrelates workers; it needs no reproducibility)
         answer, reason = call_with_retries(
             lambda: self._ask_once(query, seed), self.retry, sleep=self.sleep, rng=rng
         )
