@@ -9,8 +9,7 @@ from rest_framework.response import Response
 
 from rlhf_platform.api.common import ApiView, error_responses
 from rlhf_platform.campaigns.models import Round, RoundState
-from rlhf_platform.campaigns.selectors import get_campaign_for_user
-from rlhf_platform.errors import NotFound
+from rlhf_platform.campaigns.selectors import get_campaign_for_user, get_round_for_user
 from rlhf_platform.rounds.services import round_retry
 
 TAG = ["rounds"]
@@ -85,8 +84,5 @@ class RoundRetryApi(ApiView):
         },
     )
     def post(self, request: Request, round_id: int) -> Response:
-        rnd = Round.objects.filter(pk=round_id).only("campaign_id").first()
-        if rnd is None:
-            raise NotFound("No such round.")
-        get_campaign_for_user(request.user, rnd.campaign_id, manage=True)
-        return Response(self.OutputSerializer(round_retry(round_id=round_id)).data)
+        rnd = get_round_for_user(request.user, round_id, manage=True)
+        return Response(self.OutputSerializer(round_retry(round_id=rnd.pk)).data)

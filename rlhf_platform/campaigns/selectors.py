@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from django.db.models import Count, Q, QuerySet
 
 from rlhf_platform.accounts.models import User
-from rlhf_platform.campaigns.models import Campaign
+from rlhf_platform.campaigns.models import Campaign, Round
 from rlhf_platform.errors import NotFound, PermissionDenied
 from rlhf_platform.labeling.models import ComparisonState
 
@@ -35,6 +35,23 @@ def get_campaign_for_user(user: User, campaign_id: int, *, manage: bool = False)
     if manage and not can_manage(user, campaign):
         raise PermissionDenied("Only the campaign's owner or an admin may do this.")
     return campaign
+
+
+def get_round_for_user(user: User, round_id: int, *, manage: bool = False) -> Round:
+    """The round if ``user`` may see its campaign (and manage it, with ``manage``).
+
+    A round of a campaign the user may not see is reported exactly like a missing round.
+    """
+    rnd = (
+        Round.objects.filter(pk=round_id, campaign__in=campaigns_visible_to(user))
+        .select_related("campaign")
+        .first()
+    )
+    if rnd is None:
+        raise NotFound("No such round.")
+    if manage and not can_manage(user, rnd.campaign):
+        raise PermissionDenied("Only the campaign's owner or an admin may do this.")
+    return rnd
 
 
 @dataclass(frozen=True)
