@@ -1,0 +1,1 @@
+"""Serving benchmark: simulated annotators against our stack and Label Studio (issue 9)."""

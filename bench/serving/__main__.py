@@ -1,0 +1,5 @@
+import sys
+
+from bench.serving.run import main
+
+sys.exit(main())
