@@ -33,6 +33,13 @@ from annotator_ui.selectors import (
     campaigns_for_annotator,
     lease_with_pair,
 )
+from rlhf_platform.accounts.services import (
+    LoginRateLimited,
+    client_ip,
+    login_attempt_check,
+    login_failure_record,
+    login_success_reset,
+)
 from rlhf_platform.budgets.selectors import budget_status
 from rlhf_platform.campaigns.models import Campaign, CampaignState
 from rlhf_platform.campaigns.selectors import campaign_progress, get_campaign_for_user
@@ -331,7 +338,41 @@ def lease_renew_view(request: HttpRequest, lease_id: int) -> HttpResponse:
 
 # --- Authentication ------------------------------------------------------------------------
 
-login_view = auth_views.LoginView.as_view(
-    template_name="annotator_ui/login.html", redirect_authenticated_user=True
-)
+
+class LoginView(auth_views.LoginView):
+    """Django's login page, with the login rate limits of the API token endpoint
+    (:mod:`rlhf_platform.accounts.services`): once they are reached the page answers 429
+    and says how long to wait, without checking the password."""
+
+    template_name = "annotator_ui/login.html"
+    redirect_authenticated_user = True
+
+    def _who(self) -> tuple[str, str]:
+        return self.request.POST.get("username", "")[:150], client_ip(self.request)
+
+    def post(self, request: HttpRequest, *args: Any, **kwargs: Any) -> HttpResponse:
+        username, ip = self._who()
+        try:
+            login_attempt_check(username=username, ip=ip)
+        except LoginRateLimited as exc:
+            form = self.form_class(request, initial={"username": username})
+            response = self.render_to_response(
+                self.get_context_data(form=form, rate_limited=exc.message), status=exc.status
+            )
+            response["Retry-After"] = str(exc.retry_after)
+            return response
+        return super().post(request, *args, **kwargs)
+
+    def form_invalid(self, form):
+        username, ip = self._who()
+        login_failure_record(username=username, ip=ip)
+        return super().form_invalid(form)
+
+    def form_valid(self, form):
+        username, ip = self._who()
+        login_success_reset(username=username, ip=ip)
+        return super().form_valid(form)
+
+
+login_view = LoginView.as_view()
 logout_view = auth_views.LogoutView.as_view()

@@ -105,6 +105,15 @@ def foreign_campaign(researcher, outsider) -> Campaign:
 
 
 @pytest.fixture(autouse=True)
+def _fresh_cache():
+    """Login failure counts and throttles live in the cache: no test inherits another's."""
+    from django.core.cache import cache
+
+    cache.clear()
+    yield
+
+
+@pytest.fixture(autouse=True)
 def _fast_password_hasher(settings):
     """The default PBKDF2 hasher costs ~0.3 s per user on this machine; tests make many."""
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]

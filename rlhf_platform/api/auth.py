@@ -16,6 +16,12 @@ from rest_framework.response import Response
 from rest_framework.throttling import AnonRateThrottle
 
 from rlhf_platform.accounts.models import User
+from rlhf_platform.accounts.services import (
+    client_ip,
+    login_attempt_check,
+    login_failure_record,
+    login_success_reset,
+)
 from rlhf_platform.api.common import ApiView, error_responses
 from rlhf_platform.errors import ServiceError
 
@@ -33,10 +39,15 @@ class TokenThrottle(AnonRateThrottle):
 
 
 def auth_token_for_credentials(*, request: Request, username: str, password: str) -> Token:
-    """The user's API token (created on first use), if the credentials are right."""
+    """The user's API token (created on first use), if the credentials are right and this
+    username and address have not failed too often (see :mod:`rlhf_platform.accounts.services`)."""
+    ip = client_ip(request)
+    login_attempt_check(username=username, ip=ip)
     user: User | None = authenticate(request=request, username=username, password=password)
     if user is None:  # also for inactive users: the default backend refuses them
+        login_failure_record(username=username, ip=ip)
         raise InvalidCredentials("Unknown username or wrong password.")
+    login_success_reset(username=username, ip=ip)
     token, _ = Token.objects.get_or_create(user=user)
     return token
 
@@ -74,7 +85,9 @@ class AuthTokenApi(ApiView):
                 for status, response in error_responses(
                     e400="`invalid_credentials`",
                     e415="`unsupported_media_type` (send JSON or a form)",
-                    e429="`throttled` (too many attempts)",
+                    e429="`too_many_login_attempts` (too many failed logins for this "
+                    "username and address, or from this address; see `Retry-After`), "
+                    "`throttled` (too many requests from this address)",
                 ).items()
                 if status != 401
             },

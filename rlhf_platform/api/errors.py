@@ -31,7 +31,10 @@ def exception_handler(exc, context):
         body = {"code": exc.code, "message": exc.message}
         if exc.details is not None:
             body["details"] = exc.details
-        return Response(body, status=exc.status)
+        response = Response(body, status=exc.status)
+        if getattr(exc, "retry_after", None):
+            response["Retry-After"] = str(exc.retry_after)
+        return response
     response = drf_exception_handler(exc, context)
     if response is None:
         if settings.DEBUG:
