@@ -18,8 +18,11 @@ def budget_lock(*, campaign_id: int) -> Budget:
     Locking this one row serializes debits of one campaign: the cap check and the
     increment below then see every earlier debit, so the cap holds exactly.
     """
-    budget, _ = Budget.objects.get_or_create(campaign_id=campaign_id)
-    return Budget.objects.select_for_update().get(pk=budget.pk)
+    budget = Budget.objects.select_for_update().filter(campaign_id=campaign_id).first()
+    if budget is None:  # every campaign gets one at creation; older ones get it here
+        Budget.objects.get_or_create(campaign_id=campaign_id)
+        budget = Budget.objects.select_for_update().get(campaign_id=campaign_id)
+    return budget
 
 
 def _utc_day_start(now: dt.datetime) -> dt.datetime:

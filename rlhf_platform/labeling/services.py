@@ -19,7 +19,12 @@ from django.db.models import F
 from django.utils import timezone
 
 from rlhf_platform.accounts.models import User
-from rlhf_platform.budgets.services import budget_debit, budget_lock, budget_refusal
+from rlhf_platform.budgets.services import (
+    budget_debit,
+    budget_lock,
+    budget_refusal,
+    unit_cost,
+)
 from rlhf_platform.campaigns.models import Campaign, CampaignState
 from rlhf_platform.errors import Conflict, InvalidInput, NotFound
 from rlhf_platform.labeling.models import (
@@ -48,6 +53,10 @@ class NothingToLabel(NotFound):
     """No comparison is waiting for this annotator now (the next round may bring some)."""
 
     code = "nothing_queued"
+
+
+# What lease_display reads: fetched with the lease, so serving a pair costs no extra queries.
+_DISPLAY = ("comparison__prompt", "comparison__response_a", "comparison__response_b")
 
 
 @dataclass(frozen=True)
@@ -81,7 +90,11 @@ def _close_lease(lease: Lease, state: str, now: dt.datetime) -> None:
 
 
 def _member_campaign(user: User, campaign_id: int) -> Campaign:
-    campaign = Campaign.objects.filter(pk=campaign_id, memberships__user=user).first()
+    campaign = (
+        Campaign.objects.filter(pk=campaign_id, memberships__user=user)
+        .select_related("budget")
+        .first()
+    )
     if campaign is None:
         raise NotFound("No such campaign.")
     return campaign
@@ -105,8 +118,9 @@ def comparison_next(
     campaign = _member_campaign(annotator, campaign_id)
     now = timezone.now()
     live = (
-        Lease.objects.select_for_update()
+        Lease.objects.select_for_update(of=("self",))
         .filter(annotator=annotator, campaign=campaign, state=LeaseState.ACTIVE)
+        .select_related(*_DISPLAY)
         .first()
     )
     if live is not None:
@@ -136,7 +150,10 @@ def comparison_next(
         annotator=annotator, state__in=[LeaseState.SUBMITTED, LeaseState.SKIPPED]
     ).values("comparison_id")
     comparison = (
-        Comparison.objects.select_for_update(skip_locked=True)
+        # Only the comparison row is locked; its prompt and responses come in the same query
+        # for the annotator's page (lease_display), read-only.
+        Comparison.objects.select_for_update(skip_locked=True, of=("self",))
+        .select_related("prompt", "response_a", "response_b")
         .filter(campaign=campaign, state=ComparisonState.QUEUED)
         .filter(labels_count__lt=F("labels_required") - F("leased_count"))
         .exclude(pk__in=seen)
@@ -237,7 +254,8 @@ def _label_submit_locked(
     if lease.state != LeaseState.ACTIVE:
         raise Conflict(f"This lease is already {lease.state}.", code="lease_closed")
 
-    comparison = Comparison.objects.select_for_update().get(pk=lease.comparison_id)
+    # Locked with the lease by the same SELECT ... FOR UPDATE (lease, then comparison).
+    comparison = lease.comparison
     if comparison.state == ComparisonState.EXPIRED:
         raise Conflict("This comparison's round has closed.", code="comparison_expired")
     budget = budget_lock(campaign_id=lease.campaign_id)
@@ -253,12 +271,12 @@ def _label_submit_locked(
         rationale=rationale,
         time_taken_ms=time_taken_ms,
         idempotency_key=idempotency_key,
+        # The debit below charges this same unit cost, or refuses and rolls all of it back.
+        cost=unit_cost(budget=budget, source=LabelSource.HUMAN),
     )
-    entry = budget_debit(
+    budget_debit(
         budget=budget, source=LabelSource.HUMAN, annotator_id=annotator.pk, label_id=label.pk
     )
-    Label.objects.filter(pk=label.pk).update(cost=entry.amount)
-    label.cost = entry.amount
     comparison.labels_count += 1
     comparison.leased_count = max(0, comparison.leased_count - 1)
     comparison.state = _comparison_state(comparison)
