@@ -62,8 +62,9 @@ v1 = [
         name="campaign-import-pairs",
     ),
     # Last: any other path ending in a slash gets the JSON 404 (paths without the slash
-    # are still redirected to it by APPEND_SLASH first).
-    re_path(r"^(.*/)?$", UnknownEndpointApi.as_view()),
+    # are still redirected to it by APPEND_SLASH first). [\s\S], not ".": a path segment
+    # may hold an encoded newline, and it must get the JSON 404 too.
+    re_path(r"^([\s\S]*/)?$", UnknownEndpointApi.as_view()),
 ]
 
 urlpatterns = [

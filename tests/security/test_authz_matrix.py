@@ -161,7 +161,7 @@ API: dict[tuple[str, str], Case] = {
 API_OUTSIDE_SCHEMA = {
     "api/schema/": "public: the OpenAPI document (no data, same for everyone)",
     "api/docs/": "public: Swagger UI over the schema",
-    "api/v1/^(.*/)?$": "the JSON 404 for unknown API paths",
+    "api/v1/^([\\s\\S]*/)?$": "the JSON 404 for unknown API paths",
 }
 
 
