@@ -278,7 +278,30 @@ class Soak:
         self.worker.start()
         wait_port(web_port, 60, proc=self.web.proc)
         self._wait_worker_ready(self.worker, 120)
+        self._warm_web(next(iter(self.data["tokens"].values())))
         self.say(f"web {self.base_url} (gunicorn {c.web_workers}x{c.web_threads} threads), worker ready")
+
+    def _warm_web(self, token: str) -> None:
+        """Each gunicorn worker imports the URL conf (and the ML code behind it) on its first
+        request, which takes seconds here: do that before the clients start, so that their
+        first requests do not time out."""
+        from concurrent.futures import ThreadPoolExecutor
+
+        import requests
+
+        url = f"{self.base_url}/api/v1/campaigns/{self.data['human_id']}/progress/"
+        headers = {"Authorization": f"Token {token}"}
+
+        def one(_: int) -> float:
+            t = time.monotonic()
+            requests.get(url, headers=headers, timeout=120).raise_for_status()
+            return time.monotonic() - t
+
+        n = self.cfg.web_workers * self.cfg.web_threads
+        with ThreadPoolExecutor(n) as pool:
+            for _ in range(10):
+                if max(pool.map(one, range(n))) < 1.0:
+                    return
 
     def _wait_worker_ready(self, worker: Managed, timeout: float) -> None:
         deadline = time.monotonic() + timeout
