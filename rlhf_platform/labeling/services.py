@@ -146,8 +146,10 @@ def comparison_next(
                 "Every remaining label of the budget is being worked on; try again shortly."
             )
 
+    # Both exclusions are bounded to this campaign (its comparisons are all there is to
+    # exclude), not to the annotator's whole history across campaigns.
     seen = Lease.objects.filter(
-        annotator=annotator, state__in=[LeaseState.SUBMITTED, LeaseState.SKIPPED]
+        annotator=annotator, campaign=campaign, state__in=[LeaseState.SUBMITTED, LeaseState.SKIPPED]
     ).values("comparison_id")
     comparison = (
         # Only the comparison row is locked; its prompt and responses come in the same query
@@ -157,7 +159,11 @@ def comparison_next(
         .filter(campaign=campaign, state=ComparisonState.QUEUED)
         .filter(labels_count__lt=F("labels_required") - F("leased_count"))
         .exclude(pk__in=seen)
-        .exclude(pk__in=Label.objects.filter(annotator=annotator).values("comparison_id"))
+        .exclude(
+            pk__in=Label.objects.filter(annotator=annotator, campaign=campaign).values(
+                "comparison_id"
+            )
+        )
         .order_by("-priority", "id")
         .first()
     )
