@@ -37,6 +37,7 @@ from rlhf_platform.campaigns.services import (
     prompts_create,
 )
 from rlhf_platform.errors import InvalidInput
+from rlhf_platform.exports.cells import spreadsheet_safe
 from rlhf_platform.labeling.models import Label
 
 PREFERENCE_FORMS = ("standard", "conversational")
@@ -245,7 +246,7 @@ def write_labels(
         writer.writeheader()
         n = 0
         for row in rows:
-            writer.writerow({k: "" if v is None else v for k, v in row.items()})
+            writer.writerow({k: "" if v is None else spreadsheet_safe(v) for k, v in row.items()})
             n += 1
             if progress:
                 progress(1)

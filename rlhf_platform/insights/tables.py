@@ -11,6 +11,7 @@ import io
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from rlhf_platform.exports.cells import spreadsheet_safe
 from rlhf_platform.insights import selectors, stats
 
 Table = tuple[list[str], list[list[Any]]]
@@ -151,21 +152,10 @@ def cumulative_spend(entries: Sequence) -> Table:
     return ["created_at", "labels_spent", "cost_spent"], rows
 
 
-# A formula in a spreadsheet cell starts with one of these; model output and prompts are
-# untrusted, so such cells get a leading apostrophe (OWASP "CSV injection").
-_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
-
-
-def _cell(v: Any) -> Any:
-    if isinstance(v, str) and v.startswith(_FORMULA_START):
-        return "'" + v
-    return v
-
-
 def to_csv(table: Table) -> str:
     header, rows = table
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow(header)
-    writer.writerows([_cell(v) for v in row] for row in rows)
+    writer.writerow([spreadsheet_safe(v) for v in header])
+    writer.writerows([spreadsheet_safe(v) for v in row] for row in rows)
     return out.getvalue()
