@@ -49,6 +49,8 @@ _COMMON = {
     401: "`not_authenticated` (no credentials), `authentication_failed` (bad token)",
     415: "`unsupported_media_type` (send JSON)",
 }
+#: Any endpoint, during an outage of the database: retry after `Retry-After` seconds.
+_OUTAGE = {503: "`service_unavailable` (the database is briefly unreachable; retry)"}
 
 
 def error_responses(*, body: bool = True, **codes_by_status: str) -> dict[int, OpenApiResponse]:
@@ -58,7 +60,7 @@ def error_responses(*, body: bool = True, **codes_by_status: str) -> dict[int, O
     (and the 400 and 415 of every endpoint that reads a body). Codes given for 400 are
     listed after the common ones; any other status given here replaces the common text.
     """
-    descriptions = dict(_COMMON) if body else {401: _COMMON[401]}
+    descriptions = (dict(_COMMON) if body else {401: _COMMON[401]}) | _OUTAGE
     for key, text in codes_by_status.items():
         status = int(key.removeprefix("e"))
         descriptions[status] = f"{descriptions[status]}; {text}" if status == 400 else text

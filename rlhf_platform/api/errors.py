@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from django.conf import settings
+from django.db import InterfaceError, OperationalError
 from rest_framework import exceptions
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
@@ -12,6 +13,9 @@ from rest_framework.views import exception_handler as drf_exception_handler
 from rlhf_platform.errors import ServiceError
 
 log = logging.getLogger(__name__)
+
+#: Seconds a client should wait before retrying a request refused by an outage.
+RETRY_AFTER_SECONDS = 2
 
 _DRF_CODES = {
     exceptions.ParseError: "malformed_request",
@@ -35,6 +39,22 @@ def exception_handler(exc, context):
         if getattr(exc, "retry_after", None):
             response["Retry-After"] = str(exc.retry_after)
         return response
+    if isinstance(exc, (OperationalError, InterfaceError)):
+        # The database is unreachable or restarting (connection refused or dropped, server
+        # shutting down), or the transaction hit a serialization failure or deadlock. The
+        # request is safe to repeat: its transaction rolled back, or (a commit whose answer
+        # was lost) a repeat is answered from what was stored, as label submits are by their
+        # idempotency key. Say so with a retryable 503, not a 500 (found by bench/soak
+        # restarting PostgreSQL under load).
+        log.warning("database unavailable: %s", exc)
+        return Response(
+            {
+                "code": "service_unavailable",
+                "message": "The service is briefly unavailable; retry shortly.",
+            },
+            status=503,
+            headers={"Retry-After": str(RETRY_AFTER_SECONDS)},
+        )
     response = drf_exception_handler(exc, context)
     if response is None:
         if settings.DEBUG:
