@@ -162,6 +162,10 @@ class CampaignListCreateApi(ApiView):
         responses={
             201: CampaignDetailOutputSerializer,
             **error_responses(
+                e400="`judge_host_not_allowed`, `judge_host_private`, "
+                "`judge_host_unresolvable`, `judge_url_invalid`, `judge_api_key_env_not_allowed` "
+                "(the judge endpoint is not on the admins' allow-list of judge hosts, or "
+                "resolves to a private address; see docs/security.md)",
                 e403="`permission_denied` (the caller is an annotator)",
                 e409="`name_taken`",
             ),

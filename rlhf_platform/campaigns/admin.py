@@ -1,15 +1,19 @@
+from django import forms
 from django.contrib import admin, messages
 
 from rlhf_platform.budgets.models import Budget
+from rlhf_platform.campaigns.egress import judge_config_check
 from rlhf_platform.campaigns.models import (
     Campaign,
     Evaluation,
+    JudgeHost,
     Membership,
     ModelVersion,
     Prompt,
     Response,
     Round,
 )
+from rlhf_platform.errors import InvalidInput
 
 
 class MembershipInline(admin.TabularInline):
@@ -24,8 +28,32 @@ class BudgetInline(admin.StackedInline):
     readonly_fields = ("labels_spent", "cost_spent")
 
 
+class CampaignAdminForm(forms.ModelForm):
+    class Meta:
+        model = Campaign
+        fields = "__all__"  # noqa: DJ007 (the admin edits every field)
+
+    def clean_judge_config(self):
+        config = self.cleaned_data.get("judge_config")
+        try:
+            judge_config_check(config)
+        except InvalidInput as exc:
+            raise forms.ValidationError(exc.message, code=exc.code) from None
+        return config
+
+
+@admin.register(JudgeHost)
+class JudgeHostAdmin(admin.ModelAdmin):
+    """The allow-list of hosts that campaigns' API judges may call (docs/security.md)."""
+
+    list_display = ("host", "allow_private_addresses", "note", "created_at")
+    list_filter = ("allow_private_addresses",)
+    search_fields = ("host", "note")
+
+
 @admin.register(Campaign)
 class CampaignAdmin(admin.ModelAdmin):
+    form = CampaignAdminForm
     list_display = (
         "name",
         "owner",

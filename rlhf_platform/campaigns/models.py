@@ -302,3 +302,36 @@ class Evaluation(models.Model):
 
     def __str__(self) -> str:
         return f"{self.campaign} @ {self.labels_spent} labels: {self.win_rate:.3f}"
+
+
+class JudgeHost(models.Model):
+    """A host that API judges may call: the admin-managed allow-list of judge endpoints.
+
+    Campaigns configure their judge's ``base_url``; the request leaves from our workers, so
+    only hosts listed here (and the providers' own API hosts) may be named, and a host may
+    resolve to private, loopback or link-local addresses only when an admin says so here
+    (a vLLM server on the internal network). See docs/security.md.
+    """
+
+    host = models.CharField(
+        max_length=253,
+        unique=True,
+        help_text="Host name or IP address, without scheme or port (e.g. vllm.internal).",
+    )
+    allow_private_addresses = models.BooleanField(
+        default=False,
+        help_text="Allow this host to resolve to private, loopback or link-local addresses.",
+    )
+    note = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["host"]
+
+    def __str__(self) -> str:
+        return self.host + (" (private allowed)" if self.allow_private_addresses else "")
+
+    def save(self, *args, **kwargs):
+        # Stored as the policy compares: lower case, no trailing dot, no IPv6 brackets.
+        self.host = self.host.strip().rstrip(".").lower().removeprefix("[").removesuffix("]")
+        super().save(*args, **kwargs)

@@ -14,6 +14,7 @@ from django.db import transaction
 
 from rlhf_platform.accounts.models import User
 from rlhf_platform.budgets.models import Budget
+from rlhf_platform.campaigns.egress import judge_config_check
 from rlhf_platform.campaigns.models import (
     AcquisitionRule,
     Campaign,
@@ -59,6 +60,7 @@ def campaign_create(
         raise PermissionDenied("Only researchers and admins create campaigns.")
     if Campaign.objects.filter(name=name).exists():
         raise Conflict(f"A campaign named {name!r} exists already.", code="name_taken")
+    judge_config_check(fields.get("judge_config"))
     campaign = Campaign(owner=owner, name=name, **fields)
     campaign.full_clean()
     campaign.save()

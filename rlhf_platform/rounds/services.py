@@ -43,6 +43,7 @@ from ml_worker.core.judges.base import JudgeAuthError, JudgeConfigError, JudgeQu
 from ml_worker.core.update import reinforce_signals, unlabeled_signals
 from rlhf_platform.budgets.selectors import budget_status
 from rlhf_platform.budgets.services import budget_debit, budget_lock
+from rlhf_platform.campaigns.egress import judge_egress_policy
 from rlhf_platform.campaigns.models import (
     Algorithm,
     Campaign,
@@ -472,7 +473,15 @@ def round_judge(*, round_id: int, batch_size: int = 64) -> int:
     if rnd is None or rnd.state != RoundState.LABELING:
         return 0
     campaign = rnd.campaign
-    judge = build_judge(campaign.judge_config or {"kind": "oracle"})
+    try:
+        # Checked again here, and per connection: DNS may have changed since the campaign
+        # was saved, and the allow-list too.
+        judge = build_judge(
+            campaign.judge_config or {"kind": "oracle"}, egress=judge_egress_policy()
+        )
+    except JudgeConfigError as exc:
+        round_fail(round_id=round_id, reason=f"judge: {exc}")
+        return 0
     judge_name = getattr(judge, "judge_id", campaign.judge_config.get("kind", "judge"))[:100]
     rng = random.Random(_round_rng(campaign, rnd, 5))  # noqa: S311 (seeded, reproducible sampling; no secret)
     budget_spent = False
@@ -805,7 +814,9 @@ def _evaluate(rnd: Round, token: str) -> str:
         new = learner.load_policy(spec, artifact_path(active)).greedy(texts)
         _beat(rnd, token)
         base = learner.load_policy(spec, artifact_path(initial)).greedy(texts)
-        judge = build_judge(campaign.judge_config or {"kind": "oracle"})
+        judge = build_judge(
+            campaign.judge_config or {"kind": "oracle"}, egress=judge_egress_policy()
+        )
         try:
             result = win_rate(
                 judge,

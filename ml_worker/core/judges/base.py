@@ -21,7 +21,10 @@ import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol, TypeVar, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
+
+if TYPE_CHECKING:
+    from ml_worker.core.judges.egress import EgressPolicy
 
 CHOICES: tuple[str, ...] = ("A", "B", "tie")
 
@@ -179,11 +182,22 @@ def call_with_retries(
     return None, f"gave up after {policy.max_attempts} attempts: {last}"
 
 
-def build_judge(config: dict[str, Any]) -> Judge:
+# The API root each API judge calls when its config names no ``base_url``.
+DEFAULT_BASE_URLS = {
+    "openai": "https://api.openai.com/v1",
+    "gemini": "https://generativelanguage.googleapis.com",
+}
+
+
+def build_judge(config: dict[str, Any], *, egress: EgressPolicy | None = None) -> Judge:
     """Build a judge from a plain dict, e.g. ``{"kind": "oracle", "temperature": 0.5}``.
 
     Every other key is passed to the judge's ``from_config``, which rejects unknown keys, so a
     typo stops the caller instead of silently falling back to a default.
+
+    With ``egress`` (see `ml_worker.core.judges.egress`), an API judge's host must be on its
+    allow-list (`EgressRefused` otherwise), and the judge gets an HTTP client that checks
+    every connection against it, at connect time.
     """
     if not isinstance(config, dict) or "kind" not in config:
         raise JudgeConfigError(f"judge config needs a 'kind' key, one of {sorted(JUDGE_KINDS)}")
@@ -193,7 +207,13 @@ def build_judge(config: dict[str, Any]) -> Judge:
             f"unknown judge kind {kind!r}; expected one of {sorted(JUDGE_KINDS)}"
         )
     options = {k: v for k, v in config.items() if k != "kind"}
-    return JUDGE_KINDS[kind]()(options)
+    if egress is None or kind not in DEFAULT_BASE_URLS:
+        return JUDGE_KINDS[kind]()(options)
+    from ml_worker.core.judges.egress import guarded_http_client
+
+    egress.check_url(str(options.get("base_url") or DEFAULT_BASE_URLS[kind]))
+    timeout = float(options.get("timeout_s", 60.0))
+    return JUDGE_KINDS[kind]()(options, http_client=guarded_http_client(egress, timeout=timeout))
 
 
 def _oracle() -> Callable[[dict[str, Any]], Judge]:
@@ -214,8 +234,9 @@ def _openai() -> Callable[[dict[str, Any]], Judge]:
     return OpenAIJudge.from_config
 
 
-# kind -> loader of the judge's ``from_config`` (loaded lazily: the API SDKs are heavy).
-JUDGE_KINDS: dict[str, Callable[[], Callable[[dict[str, Any]], Judge]]] = {
+# kind -> loader of the judge's ``from_config`` (loaded lazily: the API SDKs are heavy). The
+# API judges' ``from_config`` also takes ``http_client=``.
+JUDGE_KINDS: dict[str, Callable[[], Callable[..., Judge]]] = {
     "oracle": _oracle,
     "gemini": _gemini,
     "openai": _openai,

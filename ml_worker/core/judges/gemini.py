@@ -125,7 +125,10 @@ class GeminiJudge(ApiJudge):
     }
 
     @classmethod
-    def from_config(cls, options: dict[str, Any]) -> GeminiJudge:
+    def from_config(
+        cls, options: dict[str, Any], *, http_client: httpx.Client | None = None
+    ) -> GeminiJudge:
+        """``http_client``: one built for this judge (by ``build_judge``), closed with it."""
         check_config_keys("gemini", options, cls.CONFIG_KEYS)
         opts = dict(options)
         retry = RetryPolicy(
@@ -133,7 +136,9 @@ class GeminiJudge(ApiJudge):
             initial_delay_s=float(opts.pop("backoff_initial_s", 1.0)),
             max_delay_s=float(opts.pop("backoff_max_s", 30.0)),
         )
-        return cls(retry=retry, **opts)
+        judge = cls(retry=retry, http_client=http_client, **opts)
+        judge._owns_http = True
+        return judge
 
     @property
     def judge_id(self) -> str:

@@ -135,7 +135,10 @@ class OpenAIJudge(ApiJudge):
     }
 
     @classmethod
-    def from_config(cls, options: dict[str, Any]) -> OpenAIJudge:
+    def from_config(
+        cls, options: dict[str, Any], *, http_client: httpx.Client | None = None
+    ) -> OpenAIJudge:
+        """``http_client``: one built for this judge (by ``build_judge``), closed with it."""
         check_config_keys("openai", options, cls.CONFIG_KEYS)
         opts = dict(options)
         retry = RetryPolicy(
@@ -145,7 +148,9 @@ class OpenAIJudge(ApiJudge):
         )
         if "model" not in opts:
             raise JudgeConfigError("openai judge: 'model' is required")
-        return cls(retry=retry, **opts)
+        judge = cls(retry=retry, http_client=http_client, **opts)
+        judge._owns_http = True
+        return judge
 
     @property
     def judge_id(self) -> str:
