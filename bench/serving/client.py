@@ -27,7 +27,7 @@ class HttpError(Exception):
 class Connection:
     """One keep-alive HTTP/1.1 connection; reconnects after the server closes it."""
 
-    def __init__(self, host: str, port: int, timeout: float = 30.0) -> None:
+    def __init__(self, host: str, port: int, timeout: float = 120.0) -> None:
         self.host, self.port, self.timeout = host, port, timeout
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
@@ -196,6 +196,7 @@ async def annotator(
     rec: Recorder,
     stop_at: float,
     idle_sleep: float = 0.05,
+    think_s: float = 0.0,
 ) -> None:
     headers = {
         "Authorization": f"Token {token}",
@@ -218,6 +219,8 @@ async def annotator(
         if kind == "error":
             await asyncio.sleep(idle_sleep)
             continue
+        if think_s:
+            await asyncio.sleep(random.uniform(0.5 * think_s, 1.5 * think_s))
         key = uuid.uuid4().hex
         attempts = 2 if adapter.retry_submit else 1
         for _attempt in range(attempts):
@@ -267,6 +270,8 @@ def run_load(
     measure_s: float,
     label: str = "",
     progress: bool = True,
+    think_s: float = 0.0,
+    on_window: Callable[[], float] | None = None,
 ) -> dict:
     """Run len(tokens) annotators for warm-up + measure seconds; returns the raw figures."""
 
@@ -277,7 +282,7 @@ def run_load(
         warm_end = start + warmup_s
         stop_at = warm_end + measure_s
         tasks = [
-            asyncio.create_task(annotator(adapter, c, tok, rec, stop_at))
+            asyncio.create_task(annotator(adapter, c, tok, rec, stop_at, think_s=think_s))
             for c, tok in zip(conns, tokens, strict=True)
         ]
         prog = (
@@ -286,16 +291,24 @@ def run_load(
             else None
         )
         await asyncio.sleep(max(0.0, warm_end - time.perf_counter()))
+        probe0 = on_window() if on_window else 0.0
         cpu0 = time.process_time()
         await asyncio.sleep(max(0.0, stop_at - time.perf_counter()))
         cpu1 = time.process_time()
+        probe1 = on_window() if on_window else 0.0
         await asyncio.gather(*tasks)
         if prog is not None:
             prog.cancel()
             sys.stderr.write("\n")
         for c in conns:
             c.close()
-        return rec, warm_end, stop_at, cpu1 - cpu0
+        return rec, warm_end, stop_at, cpu1 - cpu0, (probe0, probe1)
 
-    rec, warm_end, stop_at, client_cpu = asyncio.run(main())
-    return {"recorder": rec, "warm_end": warm_end, "stop_at": stop_at, "client_cpu_s": client_cpu}
+    rec, warm_end, stop_at, client_cpu, probe = asyncio.run(main())
+    return {
+        "recorder": rec,
+        "warm_end": warm_end,
+        "stop_at": stop_at,
+        "client_cpu_s": client_cpu,
+        "window_probe": probe,  # on_window() at the window's start and end
+    }

@@ -89,6 +89,23 @@ class Proc:
             )
 
 
+def group_cpu_s(pgid: int) -> float:
+    """User + system CPU seconds of the live processes of one process group (Linux /proc)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:  # fields[0] is the state; [2] the process group
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / tick
+
+
 def wait_http(url: str, proc: Proc, timeout: float = 120.0) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -228,6 +245,10 @@ class Ours:
     def adapter(self, target: int) -> load.Adapter:
         return load.ours_adapter(target)
 
+    @property
+    def web_pgid(self) -> int:
+        return self.procs[0].p.pid
+
     def check(self, target: int, acked: list[int]) -> dict:
         with pg_connect(self.db) as conn, conn.cursor() as cur:
             return integrity.check_ours(cur, target, acked)
@@ -353,6 +374,10 @@ class LabelStudio:
     def adapter(self, target: int) -> load.Adapter:
         return load.ls_adapter(target)
 
+    @property
+    def web_pgid(self) -> int:
+        return self.procs[0].p.pid
+
     def check(self, target: int, acked: list[int]) -> dict:
         with pg_connect(self.db) as conn, conn.cursor() as cur:
             return integrity.check_label_studio(cur, target, acked)
@@ -361,9 +386,10 @@ class LabelStudio:
 # --- one measurement -------------------------------------------------------------------------
 
 
-def measure(system, n: int, args, tag: str) -> dict:
-    target, tokens = system.prepare(n, args.comparisons, args.overlap, tag)
+def measure(system, n: int, target: int, tokens: list[str], args) -> dict:
     log(f"{system.name} N={n}: target {target}, {args.comparisons} items x overlap {args.overlap}")
+    load_before = os.getloadavg()[0]
+    pgid = system.web_pgid
     raw = load.run_load(
         system.adapter(target),
         "127.0.0.1",
@@ -373,10 +399,18 @@ def measure(system, n: int, args, tag: str) -> dict:
         args.duration,
         label=f"{system.name} N={n}",
         progress=not args.no_progress,
+        think_s=args.think,
+        on_window=(lambda: group_cpu_s(pgid)),
     )
     rec, warm_end, stop_at = raw["recorder"], raw["warm_end"], raw["stop_at"]
     window = [r for r in rec.requests if warm_end <= r[1] < stop_at]
-    out: dict = {"system": system.name, "n": n, "target_id": target}
+    out: dict = {
+        "system": system.name,
+        "n": n,
+        "target_id": target,
+        "loadavg_1m_before": round(load_before, 2),
+        "loadavg_1m_after": round(os.getloadavg()[0], 2),
+    }
     for endpoint in ("next", "submit"):
         rows = [r for r in window if r[0] == endpoint]
         out[endpoint] = summarize_ms([t1 - t0 for _, t0, t1, o in rows if o in ("ok", "nothing")])
@@ -394,6 +428,12 @@ def measure(system, n: int, args, tag: str) -> dict:
     out["client_cpu_share_of_one_core"] = round(raw["client_cpu_s"] / args.duration, 3)
     out["client_cpu_us_per_request"] = (
         round(1e6 * raw["client_cpu_s"] / requests_in_window, 1) if requests_in_window else None
+    )
+    web_cpu = raw["window_probe"][1] - raw["window_probe"][0]
+    out["web_cpu_s"] = round(web_cpu, 2)
+    out["web_cpu_share_of_machine"] = round(web_cpu / args.duration / (os.cpu_count() or 1), 3)
+    out["web_cpu_ms_per_label"] = (
+        round(1000 * web_cpu / labels_in_window, 2) if labels_in_window else None
     )
     time.sleep(0.5)  # let in-flight transactions of dropped connections settle
     out["integrity"] = system.check(target, rec.acked)
@@ -416,8 +456,9 @@ def _f(v, nd=1):
 def markdown(results: dict) -> str:
     rows = results["runs"]
     lines = [
-        "| system | N | labels/s | next p50 / p95 / p99 (ms) | submit p50 / p95 / p99 (ms) | errors | integrity |",
-        "|---|---:|---:|---|---|---:|---|",
+        "| system | N | labels/s | next p50 / p95 / p99 (ms) | submit p50 / p95 / p99 (ms) "
+        "| errors | web CPU ms/label | integrity |",
+        "|---|---:|---:|---|---|---:|---:|---|",
     ]
     for r in rows:
         i = r["integrity"]
@@ -435,7 +476,8 @@ def markdown(results: dict) -> str:
             f"| {r['system']} | {r['n']} | {_f(r['labels_per_s'])} | "
             f"{_f(r['next']['p50_ms'])} / {_f(r['next']['p95_ms'])} / {_f(r['next']['p99_ms'])} | "
             f"{_f(r['submit']['p50_ms'])} / {_f(r['submit']['p95_ms'])} / {_f(r['submit']['p99_ms'])} | "
-            f"{r['errors_total']}{f' (+{nq} empty)' if nq else ''} | {verdict}: {', '.join(checks)} |"
+            f"{r['errors_total']}{f' (+{nq} empty)' if nq else ''} | "
+            f"{_f(r.get('web_cpu_ms_per_label'))} | {verdict}: {', '.join(checks)} |"
         )
     ratios = results.get("ratios") or {}
     if ratios:
@@ -483,6 +525,12 @@ def parse_args(argv=None):
     ap.add_argument("--duration", type=float, default=None, help="measured seconds (default 30)")
     ap.add_argument("--comparisons", type=int, default=None, help="items per run (default 5000)")
     ap.add_argument("--overlap", type=int, default=3, help="labels wanted per item")
+    ap.add_argument(
+        "--think",
+        type=float,
+        default=0.0,
+        help="seconds an annotator looks at a pair before submitting (default 0: flat out)",
+    )
     ap.add_argument("--workers", type=int, default=2, help="gunicorn worker processes")
     ap.add_argument("--threads", type=int, default=4, help="gunicorn threads per worker")
     ap.add_argument("--port-ours", type=int, default=8111)
@@ -515,7 +563,16 @@ def main(argv=None) -> int:
         "machine": machine(),
         "settings": {
             k: getattr(args, k)
-            for k in ("n", "warmup", "duration", "comparisons", "overlap", "workers", "threads")
+            for k in (
+                "n",
+                "warmup",
+                "duration",
+                "comparisons",
+                "overlap",
+                "think",
+                "workers",
+                "threads",
+            )
         }
         | {
             "label_studio_version": LS_VERSION,
@@ -524,17 +581,36 @@ def main(argv=None) -> int:
         "runs": [],
         "errors": {},
     }
-    systems = {"ours": Ours, "label-studio": LabelStudio}
-    for name in args.systems:
-        system = systems[name](args)
-        try:
-            system.start()
-            for n in args.n:
-                results["runs"].append(measure(system, n, args, tag))
-        except Exception as exc:  # noqa: BLE001 - reported in the results, the other system still runs
-            log(f"{name}: FAILED: {exc}")
-            results["errors"][name] = str(exc)
-        finally:
+    kinds = {"ours": Ours, "label-studio": LabelStudio}
+    systems = [kinds[name](args) for name in args.systems]
+    live, targets = [], {}
+    try:
+        # Both stacks are started and every campaign/project is filled before any load, so
+        # no setup work runs during a measurement; the idle stack costs next to nothing.
+        for system in systems:
+            try:
+                system.start()
+                for n in args.n:
+                    log(f"{system.name}: preparing N={n}")
+                    targets[(system.name, n)] = system.prepare(
+                        n, args.comparisons, args.overlap, tag
+                    )
+                live.append(system)
+            except Exception as exc:  # noqa: BLE001 - reported; the other system still runs
+                log(f"{system.name}: FAILED: {exc}")
+                results["errors"][system.name] = str(exc)
+                system.stop()
+        # Interleaved (for each N, every system in turn): background load drifts alike.
+        for n in args.n:
+            for system in list(live):
+                try:
+                    target, tokens = targets[(system.name, n)]
+                    results["runs"].append(measure(system, n, target, tokens, args))
+                except Exception as exc:  # noqa: BLE001
+                    log(f"{system.name} N={n}: FAILED: {exc}")
+                    results["errors"][f"{system.name} N={n}"] = str(exc)
+    finally:
+        for system in systems:
             system.stop()
     by = {(r["system"], r["n"]): r["labels_per_s"] for r in results["runs"]}
     results["ratios"] = {
