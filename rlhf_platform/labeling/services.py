@@ -264,6 +264,13 @@ def _label_submit_locked(
     comparison = lease.comparison
     if comparison.state == ComparisonState.EXPIRED:
         raise Conflict("This comparison's round has closed.", code="comparison_expired")
+    # The rows already locked are written first; the campaign's budget row, the one lock
+    # every submit of the campaign queues on, is taken last and held for the fewest statements.
+    comparison.labels_count += 1
+    comparison.leased_count = max(0, comparison.leased_count - 1)
+    comparison.state = _comparison_state(comparison)
+    comparison.save(update_fields=["labels_count", "leased_count", "state", "updated_at"])
+    Lease.objects.filter(pk=lease.pk).update(state=LeaseState.SUBMITTED, closed_at=now)
     budget = budget_lock(campaign_id=lease.campaign_id)
     stored_choice = _UNSWAP[Choice(choice)] if lease.swapped else Choice(choice)
     label = Label.objects.create(
@@ -283,11 +290,6 @@ def _label_submit_locked(
     budget_debit(
         budget=budget, source=LabelSource.HUMAN, annotator_id=annotator.pk, label_id=label.pk
     )
-    comparison.labels_count += 1
-    comparison.leased_count = max(0, comparison.leased_count - 1)
-    comparison.state = _comparison_state(comparison)
-    comparison.save(update_fields=["labels_count", "leased_count", "state", "updated_at"])
-    Lease.objects.filter(pk=lease.pk).update(state=LeaseState.SUBMITTED, closed_at=now)
     if comparison.round_id is not None and comparison.state == ComparisonState.LABELED:
         dispatch.step(comparison.round_id)  # the round may be complete: let a worker check
     return label, True
