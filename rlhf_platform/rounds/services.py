@@ -504,6 +504,8 @@ def round_judge(*, round_id: int, batch_size: int = 64) -> int:
             except BudgetExhausted:
                 budget_spent = True
                 break
+            except IntegrityError:
+                continue  # judged meanwhile by another run of this task (a resent message)
         if budget_spent:
             break
     retry = 0
@@ -869,14 +871,22 @@ def _next_round_later(campaign_id: int) -> None:
 
 def rounds_sweep(*, idle_seconds: int | None = None) -> dict[str, int]:
     """Periodic: close overdue labeling rounds, re-dispatch rounds whose step nobody holds
-    (a lost message) or whose claim went stale (a dead worker), open rounds for running
-    campaigns that have none."""
+    (a lost message) or whose claim went stale (a dead worker), re-send the judge of labeling
+    rounds it left idle with comparisons still waiting for it (a lost message), open rounds
+    for running campaigns that have none."""
     idle = idle_seconds if idle_seconds is not None else settings.ROUND_CLAIM_STALE_SECONDS
     cutoff = timezone.now() - timezone.timedelta(seconds=idle)
-    counts = {"closed": 0, "redispatched": 0, "opened": 0}
+    counts = {"closed": 0, "redispatched": 0, "judge_redispatched": 0, "opened": 0}
     for rnd in Round.objects.filter(state=RoundState.LABELING):
         if round_try_close(round_id=rnd.pk) == RoundState.LEARNING:
             counts["closed"] += 1
+        elif _judge_idle_since(rnd) < cutoff and _needs_judge(rnd.pk).exists():
+            # The judge's message got lost (the broker restarted empty, or the worker died
+            # between committing the round's move to labeling and sending it): without this
+            # the round would wait for its deadline (an hour by default) with nobody on it.
+            with transaction.atomic():
+                dispatch.judge(rnd.pk)
+            counts["judge_redispatched"] += 1
     working = [
         RoundState.GENERATING,
         RoundState.SELECTING,
@@ -895,6 +905,19 @@ def rounds_sweep(*, idle_seconds: int | None = None) -> dict[str, int]:
             if campaign_open_round(campaign_id=campaign.pk) is not None:
                 counts["opened"] += 1
     return counts
+
+
+def _judge_idle_since(rnd: Round):
+    """When the judge last worked on the round (or, if never, when it started labeling)."""
+    last_call = (
+        JudgeCall.objects.filter(comparison__round=rnd)
+        .order_by("-created_at")
+        .values_list("created_at", flat=True)
+        .first()
+    )
+    moved = _last_transition_time(rnd)
+    times = [t for t in (last_call, moved) if t is not None]
+    return max(times) if times else timezone.now()
 
 
 def _last_transition_time(rnd: Round):
