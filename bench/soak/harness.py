@@ -115,6 +115,7 @@ class Outcome:
     checks: dict = field(default_factory=dict)
     failures: list[str] = field(default_factory=list)
     timeline: list[dict] = field(default_factory=list)
+    setup_s: float = 0.0
     duration_s: float = 0.0
 
     @property
@@ -223,6 +224,7 @@ class Soak:
 
     def setup(self) -> None:
         c = self.cfg
+        started = time.monotonic()
         self.tmp = Path(tempfile.mkdtemp(prefix="rlhf-soak-"))
         # The postgres user must pass through to its data directory (search only, no read).
         os.chmod(self.tmp, 0o711)  # noqa: S103
@@ -279,6 +281,7 @@ class Soak:
         wait_port(web_port, 60, proc=self.web.proc)
         self._wait_worker_ready(self.worker, 120)
         self._warm_web(next(iter(self.data["tokens"].values())))
+        self.outcome.setup_s = round(time.monotonic() - started, 1)
         self.say(f"web {self.base_url} (gunicorn {c.web_workers}x{c.web_threads} threads), worker ready")
 
     def _warm_web(self, token: str) -> None:
@@ -304,15 +307,18 @@ class Soak:
                     return
 
     def _wait_worker_ready(self, worker: Managed, timeout: float) -> None:
+        """Wait for the ``ready.`` line of the worker's latest start."""
         deadline = time.monotonic() + timeout
-        seen = worker.log_path.read_text(errors="replace").count(" ready.") if worker.starts > 1 else 0
-        while time.monotonic() < deadline:
+        while True:
             if not worker.alive():
                 raise SoakSetupError(f"the worker exited:\n{worker.tail()}")
-            if worker.log_path.read_text(errors="replace").count(" ready.") > seen:
+            if " ready." in worker.output_since_start():
                 return
+            if time.monotonic() > deadline:
+                raise SoakSetupError(
+                    f"the worker was not ready after {timeout:.0f} s:\n{worker.tail()}"
+                )
             time.sleep(0.2)
-        raise SoakSetupError(f"the worker was not ready after {timeout:.0f} s:\n{worker.tail()}")
 
     def _create_data(self) -> dict:
         from rest_framework.authtoken.models import Token
@@ -513,11 +519,19 @@ class Soak:
             client.join(timeout=150)
 
     def _note_ready(self, fault: Fault) -> None:
-        try:
-            self._wait_worker_ready(self.worker, 120)
-            fault.detail += f"; ready again at {self.shared.now():.1f} s"
-        except SoakSetupError:
-            fault.detail += "; NOT ready within 120 s"
+        starts = self.worker.starts
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and self.worker.starts == starts:
+            try:
+                self._wait_worker_ready(self.worker, 1.0)
+                fault.detail += f"; ready again at {self.shared.now():.1f} s"
+                return
+            except SoakSetupError:
+                time.sleep(0.2)  # not up yet, or dead (killed again: the loop ends)
+        if self.worker.starts != starts:
+            fault.detail += "; killed again before it was ready"
+        else:
+            fault.detail += "; NOT ready within 180 s"
 
     # ------------------------------------------------------------------ after the run
 

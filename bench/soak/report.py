@@ -58,7 +58,8 @@ def markdown(o: Outcome) -> str:
     lines = [
         f"# Soak with faults: {'PASS' if o.ok else 'FAIL'}",
         "",
-        f"Started {o.started_at}, {o.duration_s:.0f} s in all; load of {cfg['minutes']} min, "
+        f"Started {o.started_at}, {o.duration_s:.0f} s in all (setup {o.setup_s:.0f} s); "
+        f"load of {cfg['minutes']} min, "
         f"seed {cfg['seed']}, {cfg['annotators']} annotators, overlap {cfg['overlap']}. "
         f"Machine: {m.get('cpus')} CPUs ({m.get('cpu')}), load {m.get('load_1m_at_start')} "
         "at the start.",

@@ -200,9 +200,11 @@ class Managed:
         self.log_path = log_path
         self.proc: subprocess.Popen | None = None
         self.starts = 0
+        self.log_offset = 0
 
     def start(self) -> None:
         log = open(self.log_path, "ab")
+        self.log_offset = log.tell()  # where this start's output begins
         self.proc = subprocess.Popen(
             self.argv,
             cwd=ROOT,
@@ -238,6 +240,11 @@ class Managed:
                 pass
         self.kill()  # and anything left of the group
         self.proc = None
+
+    def output_since_start(self) -> str:
+        with open(self.log_path, "rb") as f:
+            f.seek(self.log_offset)
+            return f.read().decode(errors="replace")
 
     def tail(self, chars: int = 4000) -> str:
         try:
