@@ -246,11 +246,6 @@ class Soak:
         from django.core.management import call_command
 
         call_command("migrate", verbosity=0, interactive=False)
-        self.data = self._create_data()
-        self.say(
-            f"human campaign {self.data['human_id']}: {self.data['comparisons']} comparisons x "
-            f"{c.overlap}; judge campaign {self.data['judge_id']}; {c.annotators} annotators"
-        )
         web_port = free_port()
         self.base_url = f"http://127.0.0.1:{web_port}"
         logs = self.tmp / "logs"
@@ -278,6 +273,11 @@ class Soak:
         )
         self.web.start()
         self.worker.start()
+        self.data = self._create_data()
+        self.say(
+            f"human campaign {self.data['human_id']}: {self.data['comparisons']} comparisons x "
+            f"{c.overlap}; judge campaign {self.data['judge_id']}; {c.annotators} annotators"
+        )
         wait_port(web_port, 60, proc=self.web.proc)
         self._wait_worker_ready(self.worker, 120)
         self._warm_web(next(iter(self.data["tokens"].values())))
