@@ -12,7 +12,12 @@ from rest_framework.parsers import JSONParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from rlhf_platform.api.common import ApiView, enum_string_field, error_responses
+from rlhf_platform.api.common import (
+    ApiView,
+    JsonObjectField,
+    enum_string_field,
+    error_responses,
+)
 from rlhf_platform.api.permissions import require_researcher
 from rlhf_platform.budgets.selectors import budget_status
 from rlhf_platform.campaigns.models import (
@@ -114,9 +119,9 @@ class CampaignListCreateApi(ApiView):
         seed = serializers.IntegerField(
             min_value=-INT64_MAX - 1, max_value=INT64_MAX, required=False
         )
-        judge_config = serializers.DictField(required=False)
-        policy_config = serializers.DictField(required=False)
-        reward_config = serializers.DictField(required=False)
+        judge_config = JsonObjectField(required=False)
+        policy_config = JsonObjectField(required=False)
+        reward_config = JsonObjectField(required=False)
         label_cap = serializers.IntegerField(
             min_value=0, max_value=INT32_MAX, required=False, allow_null=True
         )

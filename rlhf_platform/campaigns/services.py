@@ -110,9 +110,23 @@ class PromptRow:
     metadata: dict[str, Any]
 
 
+def has_nul(value: Any) -> bool:
+    """Whether a string anywhere in ``value`` holds U+0000, which PostgreSQL cannot store
+    in text or jsonb (the insert would fail with a server error)."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(has_nul(k) or has_nul(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return any(has_nul(v) for v in value)
+    return False
+
+
 def _parse_prompt_record(record: Any) -> PromptRow:
     if not isinstance(record, dict):
         raise ValueError("expected an object with a 'prompt' field")
+    if has_nul(record):
+        raise ValueError("contains a NUL character (\\u0000), which cannot be stored")
     text = record.get("prompt", record.get("text"))
     messages = record.get("messages")
     if messages is not None:
