@@ -128,6 +128,11 @@ def main() -> None:
     ap.add_argument("--max-new-tokens", type=int, default=96)
     ap.add_argument("--group", type=int, default=4, help="prompts decoded together")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--eval-first",
+        action="store_true",
+        help="decode the groups holding eval prompts first (a partial pool then has an eval split)",
+    )
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
     ap.add_argument("--cache-dir", type=Path, default=None, help="SmolLM2 safetensors cache")
     args = ap.parse_args()
@@ -159,6 +164,8 @@ def main() -> None:
     g = args.group
     groups = [all_prompts[i : i + g] for i in range(0, len(prompts), g)]
     groups = [grp for grp in groups if any(p["id"] not in done for p in grp)]
+    if args.eval_first:  # stable: file order within each half; seeds do not depend on order
+        groups.sort(key=lambda grp: not any(p.get("split") == "eval" for p in grp))
 
     import torch
     from tqdm import tqdm

@@ -1,0 +1,209 @@
+"""The six algorithms of the label-efficiency benchmark, on a `PoolEnv`, in process.
+
+Each run mirrors what the platform's round engine does for a campaign
+(`rlhf_platform/rounds/services.py`), with `PoolPolicy` as the policy and the oracle as the
+rater, on tensors instead of database rows:
+
+- every round takes B prompts of the training split (without replacement within the round)
+  and K samples per prompt from the *sampling policy*; one pair per prompt is chosen by the
+  algorithm's acquisition rule (`select_pairs`, never two identical texts) and labeled by the
+  oracle: choice A with probability sigmoid((r_a - r_b) / T);
+- a label budget counts labels, not rounds: a round that would exceed the budget labels
+  only its first `remaining` prompts;
+- **offline**: the sampling policy is always the initial one; at each budget checkpoint the
+  reward model is refit from its initial weights on all labels so far and a fresh policy is
+  optimized against it (`unlabeled_signals`, best-vs-worst with the nudge);
+- **periodic**: like offline, but the refit policy becomes the sampling policy after each
+  checkpoint (refits at every budget of the grid, so the periods double);
+- **online** (with or without the nudge), **infomax** (information-directed) and **double_ts**
+  (double Thompson sampling): one incremental reward-model step (`ENNTrainer.step`, with
+  replay) and one REINFORCE policy step (`reinforce_signals`: labeled pair and its reverse,
+  best-vs-worst and its reverse, signal p - 1/2 + nudge) per round.
+
+Offline and periodic optimize the policy for as many steps as online takes rounds at that
+budget (ceil(labels / B)), so every algorithm gets the same number of policy-gradient steps.
+
+Win rate: the exact expected probability that the policy's sample beats the initial policy's
+sample under the oracle's Bradley-Terry model, averaged over the evaluation prompts
+(`exact_pair_win_probs`); nothing is sampled. A run is a pure function of
+(env, algorithm, hyper-parameters, budgets, seed, prompt splits).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field, replace
+
+import torch
+from torch import Tensor
+
+from ml_worker.core.acquisition import select_pairs
+from ml_worker.core.enn import ENNConfig, ENNTrainer
+from ml_worker.core.evaluation import exact_pair_win_probs
+from ml_worker.core.policies.pool import PoolPolicy
+from ml_worker.core.update import reinforce_signals, unlabeled_signals
+
+from .env import PoolEnv
+
+
+@dataclass(frozen=True)
+class Algorithm:
+    name: str
+    schedule: str  # "offline" | "periodic" | "online"
+    rule: str  # acquisition rule
+    nudged: bool = True  # False: the nudge is held at 0 (the "tanking" ablation)
+
+
+ALGORITHMS: dict[str, Algorithm] = {
+    a.name: a
+    for a in (
+        Algorithm("offline", "offline", "uniform"),
+        Algorithm("periodic", "periodic", "uniform"),
+        Algorithm("online_no_nudge", "online", "uniform", nudged=False),
+        Algorithm("online", "online", "uniform"),
+        Algorithm("infomax", "online", "infomax"),
+        Algorithm("double_ts", "online", "double_thompson"),
+    )
+}
+
+
+@dataclass(frozen=True)
+class Hparams:
+    """What the tuning chooses per algorithm: the policy's learning rate and the nudge
+    (for the no-nudge ablation, whose nudge is 0, the policy's KL coefficient instead)."""
+
+    policy_lr: float = 0.03
+    nudge: float = 0.1
+    kl_coef: float = 0.1
+
+
+@dataclass(frozen=True)
+class Setup:
+    """Fixed for all algorithms (documented with the results)."""
+
+    prompts_per_round: int = 64  # B
+    samples_per_prompt: int = 16  # K
+    reward: dict = field(
+        default_factory=lambda: {
+            "num_particles": 32,
+            "point_hidden": (256, 256),
+            "refit_epochs": 10,
+            "replay_size": 4096,
+            "replay_batch": 128,
+        }
+    )
+
+
+def run(
+    env: PoolEnv,
+    algorithm: Algorithm,
+    hp: Hparams,
+    budgets: list[int],
+    *,
+    seed: int,
+    train_idx: Tensor,
+    eval_idx: Tensor,
+    setup: Setup | None = None,
+) -> list[dict]:
+    """Win rate after each budget of `budgets` (labels): [{labels, rounds, win_rate}]."""
+    setup = setup or Setup()
+    budgets = sorted(set(int(b) for b in budgets))
+    if not budgets or budgets[0] < 1:
+        raise ValueError("budgets must be positive label counts")
+    if len(train_idx) == 0 or len(eval_idx) == 0:
+        raise ValueError("need training and evaluation prompts")
+    B = min(setup.prompts_per_round, len(train_idx))
+    K = setup.samples_per_prompt
+    nudge = hp.nudge if algorithm.nudged else 0.0
+    gen = torch.Generator().manual_seed(seed)
+    reward_cfg = ENNConfig.from_dict(
+        {**setup.reward, "feature_dim": env.features.shape[-1], "seed": seed}
+    )
+    trainer = ENNTrainer(reward_cfg)
+    initial = _new_policy(env, hp)
+    base_probs = initial.probs(eval_idx)
+    sampler = initial if algorithm.schedule != "online" else _new_policy(env, hp)
+    collected: list[tuple[Tensor, Tensor, Tensor]] = []  # (features a, features b, targets)
+    labels = rounds = 0
+    results = []
+    for budget in budgets:
+        while labels < budget:
+            n = min(B, budget - labels)
+            prompt_idx = train_idx[torch.randperm(len(train_idx), generator=gen)[:B]]
+            cand = sampler.sample_indices(prompt_idx, K, gen)  # [B, K]
+            feats = env.features[prompt_idx[:, None], cand]  # [B, K, D]
+            with torch.no_grad():
+                point, particles = trainer.model(feats.reshape(B * K, -1))
+            point, particles = point.reshape(B, K), particles.reshape(-1, B, K)
+            sel = select_pairs(
+                algorithm.rule,
+                particle_rewards=particles,
+                point_rewards=point,
+                generator=gen,
+                valid=env.distinct(prompt_idx, cand),
+            )
+            rows = torch.arange(n)
+            ca, cb = cand[rows, sel.a[:n]], cand[rows, sel.b[:n]]
+            targets = oracle_labels(env, prompt_idx[:n], ca, cb, gen)
+            fa, fb = feats[rows, sel.a[:n]], feats[rows, sel.b[:n]]
+            labels += n
+            rounds += 1
+            if algorithm.schedule == "online":
+                trainer.step(fa, fb, targets)
+                with torch.no_grad():
+                    point = trainer.model.point(feats[:n].reshape(n * K, -1)).reshape(n, K)
+                pairs = torch.stack([sel.a[:n], sel.b[:n]], dim=1)
+                p_i, r_i, signal = reinforce_signals(point, pairs, nudge)
+                sampler.update_indices(prompt_idx[:n][p_i], cand[:n][p_i, r_i], signal)
+            else:
+                collected.append((fa, fb, targets))
+        if algorithm.schedule == "online":
+            policy = sampler
+        else:
+            fa, fb, t = (torch.cat(parts) for parts in zip(*collected, strict=True))
+            trainer.refit(fa, fb, t)
+            policy = _new_policy(env, hp)
+            _optimize(env, policy, trainer, train_idx, steps=math.ceil(labels / B), B=B, K=K,
+                      nudge=nudge, gen=gen)
+            if algorithm.schedule == "periodic":
+                sampler = policy
+        win = exact_pair_win_probs(
+            env.rewards[eval_idx], policy.probs(eval_idx), base_probs, temperature=env.temperature
+        )
+        results.append({"labels": labels, "rounds": rounds, "win_rate": float(win.mean())})
+    return results
+
+
+def oracle_labels(env: PoolEnv, prompt_idx: Tensor, a: Tensor, b: Tensor, gen) -> Tensor:
+    """Bradley-Terry choices of the oracle: 1.0 when A is preferred, else 0.0."""
+    diff = env.rewards[prompt_idx, a] - env.rewards[prompt_idx, b]
+    prob_a = torch.sigmoid(diff / env.temperature) if env.temperature > 0 else (diff.sign() + 1) / 2
+    return (torch.rand(prob_a.shape, generator=gen) < prob_a).float()
+
+
+def _new_policy(env: PoolEnv, hp: Hparams) -> PoolPolicy:
+    return PoolPolicy(
+        env.pool, env.features, env.prompts, lr=hp.policy_lr, kl_coef=hp.kl_coef
+    )
+
+
+def _optimize(
+    env: PoolEnv, policy: PoolPolicy, trainer: ENNTrainer, train_idx: Tensor, *, steps: int,
+    B: int, K: int, nudge: float, gen: torch.Generator,
+) -> None:
+    """Policy optimization against the frozen reward model (offline / periodic refits)."""
+    for _ in range(steps):
+        prompt_idx = train_idx[torch.randperm(len(train_idx), generator=gen)[:B]]
+        cand = policy.sample_indices(prompt_idx, K, gen)
+        with torch.no_grad():
+            point = trainer.model.point(env.features[prompt_idx[:, None], cand].reshape(B * K, -1))
+        p_i, r_i, signal = unlabeled_signals(point.reshape(B, K), nudge)
+        policy.update_indices(prompt_idx[p_i], cand[p_i, r_i], signal)
+
+
+def hparams_dict(hp: Hparams) -> dict:
+    return asdict(hp)
+
+
+def with_values(hp: Hparams, **values: float) -> Hparams:
+    return replace(hp, **values)
