@@ -521,7 +521,7 @@ def parse_args(argv=None):
         "--n", default=None, help="comma-separated annotator counts (default 1,8,32,64)"
     )
     ap.add_argument("--systems", default="ours,label-studio")
-    ap.add_argument("--warmup", type=float, default=None, help="seconds (default 5)")
+    ap.add_argument("--warmup", type=float, default=None, help="seconds (default 10)")
     ap.add_argument("--duration", type=float, default=None, help="measured seconds (default 30)")
     ap.add_argument("--comparisons", type=int, default=None, help="items per run (default 3000)")
     ap.add_argument("--overlap", type=int, default=3, help="labels wanted per item")
@@ -544,7 +544,7 @@ def parse_args(argv=None):
     args = ap.parse_args(argv)
     q = args.quick
     args.n = [int(x) for x in (args.n or ("1,8" if q else "1,8,32,64")).split(",")]
-    args.warmup = args.warmup if args.warmup is not None else (2.0 if q else 5.0)
+    args.warmup = args.warmup if args.warmup is not None else (2.0 if q else 10.0)
     args.duration = args.duration if args.duration is not None else (5.0 if q else 30.0)
     args.comparisons = args.comparisons or (600 if q else 3000)
     args.systems = [s.strip() for s in args.systems.split(",") if s.strip()]
