@@ -90,7 +90,14 @@ class PoolEnv:
             features=feats,
             rewards=rewards,
             text_ids=torch.arange(candidates).repeat(prompts, 1),
-            description={"kind": "synthetic", "seed": seed},
+            description={
+                "kind": "synthetic",
+                "seed": seed,
+                "prompts": prompts,
+                "train_prompts": prompts - n_eval,
+                "eval_prompts": n_eval,
+                "candidates_per_prompt": candidates,
+            },
         )
 
 
@@ -163,7 +170,9 @@ def load_env(
         rewards=rewards.float(),
         text_ids=text_ids(pool),
         description={
-            "pool": str(pool_path.relative_to(ROOT) if pool_path.is_relative_to(ROOT) else pool_path),
+            "pool": str(
+                pool_path.relative_to(ROOT) if pool_path.is_relative_to(ROOT) else pool_path
+            ),
             "pool_sha256_16": digest,
             "prompts": P,
             "train_prompts": sum(r["split"] == "train" for r in rows),

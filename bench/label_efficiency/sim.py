@@ -163,8 +163,17 @@ def run(
             fa, fb, t = (torch.cat(parts) for parts in zip(*collected, strict=True))
             trainer.refit(fa, fb, t)
             policy = _new_policy(env, hp)
-            _optimize(env, policy, trainer, train_idx, steps=math.ceil(labels / B), B=B, K=K,
-                      nudge=nudge, gen=gen)
+            _optimize(
+                env,
+                policy,
+                trainer,
+                train_idx,
+                steps=math.ceil(labels / B),
+                B=B,
+                K=K,
+                nudge=nudge,
+                gen=gen,
+            )
             if algorithm.schedule == "periodic":
                 sampler = policy
         win = exact_pair_win_probs(
@@ -182,14 +191,20 @@ def oracle_labels(env: PoolEnv, prompt_idx: Tensor, a: Tensor, b: Tensor, gen) -
 
 
 def _new_policy(env: PoolEnv, hp: Hparams) -> PoolPolicy:
-    return PoolPolicy(
-        env.pool, env.features, env.prompts, lr=hp.policy_lr, kl_coef=hp.kl_coef
-    )
+    return PoolPolicy(env.pool, env.features, env.prompts, lr=hp.policy_lr, kl_coef=hp.kl_coef)
 
 
 def _optimize(
-    env: PoolEnv, policy: PoolPolicy, trainer: ENNTrainer, train_idx: Tensor, *, steps: int,
-    B: int, K: int, nudge: float, gen: torch.Generator,
+    env: PoolEnv,
+    policy: PoolPolicy,
+    trainer: ENNTrainer,
+    train_idx: Tensor,
+    *,
+    steps: int,
+    B: int,
+    K: int,
+    nudge: float,
+    gen: torch.Generator,
 ) -> None:
     """Policy optimization against the frozen reward model (offline / periodic refits)."""
     for _ in range(steps):
