@@ -85,8 +85,13 @@ class Setup:
     samples_per_prompt: int = 16  # K
     reward: dict = field(
         default_factory=lambda: {
+            # Narrower than the platform's defaults (a 48-candidate pool, not a 9B backbone),
+            # so the point head's learning rate is the particles' (see ENNConfig.point_lr);
+            # 4 Adam steps per online round against 10 epochs per offline refit.
             "num_particles": 32,
             "point_hidden": (256, 256),
+            "point_lr": 1e-3,
+            "gradient_steps": 4,
             "refit_epochs": 10,
             "replay_size": 4096,
             "replay_batch": 128,
