@@ -37,7 +37,7 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from . import report  # noqa: E402
+from . import report, sim  # noqa: E402
 from .env import CACHE_DIR, DEFAULT_POOL, PoolEnv, load_env  # noqa: E402
 from .sim import ALGORITHMS, Hparams, Setup, run  # noqa: E402
 
@@ -151,7 +151,9 @@ def main(argv: list[str] | None = None) -> int:
     tune_budgets = log_grid(args.min_labels, min(args.tune_max_labels, args.max_labels))
     args.out.mkdir(parents=True, exist_ok=True)
     cache = RunCache(args.out / "runs.jsonl")
-    base_key = {"env": env.description, "setup": asdict(setup)}
+    # A change to the algorithms' code invalidates the cached runs.
+    code = hashlib.sha256(Path(sim.__file__).read_bytes()).hexdigest()[:16]
+    base_key = {"env": env.description, "setup": asdict(setup), "sim": code}
 
     # Tuning: same number of configurations per algorithm, tuning seed and prompts only.
     fit_idx, val_idx = tuning_split(env)
