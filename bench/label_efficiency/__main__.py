@@ -112,6 +112,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--algorithms", default=",".join(ALGORITHMS))
     ap.add_argument("--no-tune", action="store_true", help="use the default values for all")
     ap.add_argument("--out", type=Path, default=CACHE_DIR / "results")
+    ap.add_argument(
+        "--feature-dim", type=int, default=128, help="principal components of the features kept"
+    )
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument(
         "--synthetic", action="store_true", help="a small random environment (smoke test only)"
@@ -140,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
     env = (
         PoolEnv.synthetic(prompts=48, candidates=16, dim=16)
         if args.synthetic
-        else load_env(args.pool)
+        else load_env(args.pool, feature_dim=args.feature_dim)
     )
     if len(env.split("eval")) == 0 or len(env.split("train")) < 4:
         ap.error(
