@@ -175,3 +175,18 @@ def test_cli_refuses_an_unknown_algorithm(tmp_path, capsys):
         cli.main(["--synthetic", "--algorithms", "offline,magic", "--out", str(tmp_path)])
     assert exc.value.code == 2
     assert "unknown algorithm(s) ['magic']" in capsys.readouterr().err
+
+
+def test_principal_components_keep_the_largest_variance_directions():
+    from bench.label_efficiency.env import principal_components
+
+    g = torch.Generator().manual_seed(0)
+    scales = torch.tensor([5.0, 3.0, 1.0, 0.1, 0.01])
+    x = torch.randn(400, 5, generator=g) * scales + 7.0
+    y = principal_components(x, 2)
+    assert y.shape == (400, 2)
+    assert torch.allclose(y.mean(dim=0), torch.zeros(2), atol=1e-4)
+    var = y.var(dim=0)
+    assert var[0] > var[1] > 0.5 * scales[1] ** 2
+    # two components hold nearly all of the variance of the data
+    assert var.sum() / x.var(dim=0).sum() > 0.95  # (25 + 9) / 35 in expectation
