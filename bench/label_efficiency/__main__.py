@@ -297,7 +297,8 @@ def markdown(results: dict) -> str:
         fit = results["fit"][name]
         lines.append(
             f"| {name} | {values} | {last['win_rate']:.3f} ({last['low']:.3f}-{last['high']:.3f}) | {labels} "
-            f"| {row['seeds_reaching']}/{len(row['labels_per_seed'])} | {ratio} | {fit['a']:.3g} | {fit['b']:.3g} |"
+            f"| {row['seeds_reaching']}/{len(row['labels_per_seed'])} | {ratio} "
+            f"| {'n/a' if fit['a'] is None else format(fit['a'], '.3g')} | {fit['b']:.3g} |"
         )
     return "\n".join(lines) + "\n"
 

@@ -69,35 +69,21 @@ def match_table(runs: dict[str, list[list[dict]]], reference: str = "offline") -
 
 
 def fit_power_law(curve: list[dict]) -> dict:
-    """Least-squares fit of the paper's w(n) = 1 - 0.5 (n / a) ** (-b) to a mean curve."""
-    n = torch.tensor([p["labels"] for p in curve], dtype=torch.float64)
+    """Fit of the paper's w(n) = 1 - 0.5 (n / a) ** (-b) to a mean curve.
+
+    Linear least squares in the transformed space where the law is a line:
+    log(2 (1 - w)) = -b log n + b log a. `b <= 0` means the curve did not rise with labels
+    (then `a` is meaningless and reported as None).
+    """
+    x = torch.tensor([math.log(p["labels"]) for p in curve], dtype=torch.float64)
+    y = torch.tensor([math.log(2 * (1 - p["win_rate"])) for p in curve], dtype=torch.float64)
+    design = torch.stack([x, torch.ones_like(x)], dim=1)
+    slope, intercept = torch.linalg.lstsq(design, y[:, None]).solution[:, 0].tolist()
+    b = -slope
+    a = math.exp(intercept / b) if b > 0 else None
+    pred = 1 - 0.5 * torch.exp(design @ torch.tensor([slope, intercept], dtype=torch.float64))
     w = torch.tensor([p["win_rate"] for p in curve], dtype=torch.float64)
-    best = None
-    for log_a0 in torch.linspace(-2.0, 12.0, 15).tolist():
-        for log_b0 in (-4.0, -2.0, -1.0):
-            params = torch.tensor([log_a0, log_b0], dtype=torch.float64, requires_grad=True)
-            opt = torch.optim.LBFGS([params], max_iter=200, line_search_fn="strong_wolfe")
-
-            def closure(params=params, opt=opt):
-                opt.zero_grad()
-                pred = 1 - 0.5 * torch.exp(-params[1].exp() * (n.log() - params[0]))
-                loss = ((pred - w) ** 2).sum()
-                loss.backward()
-                return loss
-
-            opt.step(closure)
-            with torch.no_grad():
-                pred = 1 - 0.5 * torch.exp(-params[1].exp() * (n.log() - params[0]))
-                loss = float(((pred - w) ** 2).sum())
-            if math.isfinite(loss) and (best is None or loss < best[0]):
-                best = (loss, params.detach().clone())
-    assert best is not None
-    loss, params = best
-    return {
-        "a": float(params[0].exp()),
-        "b": float(params[1].exp()),
-        "rmse": math.sqrt(loss / len(curve)),
-    }
+    return {"a": a, "b": b, "rmse": float(((pred - w) ** 2).mean().sqrt())}
 
 
 def plot(runs: dict[str, list[list[dict]]], out_stem: Path, title: str) -> list[Path]:

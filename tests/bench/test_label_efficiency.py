@@ -167,7 +167,8 @@ def test_cli_writes_results_and_resumes_from_its_run_cache(tmp_path, capsys):
     assert (tmp_path / "runs.jsonl").read_text().splitlines() == lines
     again = json.loads((tmp_path / "results.json").read_text())
     assert again["runs"] == results["runs"]
-    assert math.isfinite(again["fit"]["online"]["a"])
+    assert again["fit"] == results["fit"]
+    assert all(math.isfinite(f["b"]) for f in again["fit"].values())
 
 
 def test_cli_refuses_an_unknown_algorithm(tmp_path, capsys):
