@@ -32,7 +32,7 @@ sample under the oracle's Bradley-Terry model, averaged over the evaluation prom
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
@@ -219,11 +219,3 @@ def _optimize(
             point = trainer.model.point(env.features[prompt_idx[:, None], cand].reshape(B * K, -1))
         p_i, r_i, signal = unlabeled_signals(point.reshape(B, K), nudge)
         policy.update_indices(prompt_idx[p_i], cand[p_i, r_i], signal)
-
-
-def hparams_dict(hp: Hparams) -> dict:
-    return asdict(hp)
-
-
-def with_values(hp: Hparams, **values: float) -> Hparams:
-    return replace(hp, **values)
