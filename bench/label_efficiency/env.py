@@ -28,6 +28,8 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from ml_worker.core.acquisition import distinct_responses
+
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT_POOL = ROOT / "bench/data/pool.jsonl.gz"
 DEFAULT_PROMPTS = ROOT / "bench/data/prompts.jsonl"
@@ -44,14 +46,13 @@ class PoolEnv:
     pool: list[list[str]]  # [P][C]
     features: Tensor  # [P, C, D] learner features
     rewards: Tensor  # [P, C] oracle rewards
-    text_ids: Tensor  # [P, C] long: equal ids for equal (stripped) texts within a prompt
     temperature: float = ORACLE_TEMPERATURE
     description: dict | None = None
 
     def __post_init__(self) -> None:
         P, C, _ = self.features.shape
-        if self.rewards.shape != (P, C) or self.text_ids.shape != (P, C):
-            raise ValueError("features, rewards and text_ids disagree on [P, C]")
+        if self.rewards.shape != (P, C):
+            raise ValueError("features and rewards disagree on [P, C]")
         if len(self.prompts) != P or len(self.splits) != P or len(self.pool) != P:
             raise ValueError("prompts, splits and pool must have P entries")
         if any(len(c) != C for c in self.pool):
@@ -65,12 +66,13 @@ class PoolEnv:
         return torch.tensor([i for i, s in enumerate(self.splits) if s == name], dtype=torch.long)
 
     def distinct(self, prompt_idx: Tensor, cand_idx: Tensor) -> Tensor:
-        """bool[B, K]: True for the first occurrence of each text in a sampled group (the
-        platform's `distinct_responses` rule, on indices)."""
-        ids = self.text_ids[prompt_idx[:, None], cand_idx]  # [B, K]
-        same = ids[:, :, None] == ids[:, None, :]  # [B, K, K]
-        earlier = torch.ones_like(same[0], dtype=torch.bool).tril(-1)  # j < i
-        return ~(same & earlier).any(dim=-1)
+        """bool[B, K]: the platform's `distinct_responses` rule on a sampled group's texts."""
+        return distinct_responses(
+            [
+                [self.pool[p][c] for c in row]
+                for p, row in zip(prompt_idx.tolist(), cand_idx.tolist(), strict=True)
+            ]
+        )
 
     @classmethod
     def synthetic(
@@ -89,7 +91,6 @@ class PoolEnv:
             pool=texts,
             features=feats,
             rewards=rewards,
-            text_ids=torch.arange(candidates).repeat(prompts, 1),
             description={
                 "kind": "synthetic",
                 "seed": seed,
@@ -105,14 +106,6 @@ def read_pool(path: Path) -> list[dict]:
     opener = gzip.open if str(path).endswith(".gz") else open
     with opener(path, "rt", encoding="utf-8") as f:
         return [json.loads(line) for line in f if line.strip()]
-
-
-def text_ids(pool: list[list[str]]) -> Tensor:
-    rows = []
-    for cands in pool:
-        seen: dict[str, int] = {}
-        rows.append([seen.setdefault(t.strip(), len(seen)) for t in cands])
-    return torch.tensor(rows, dtype=torch.long)
 
 
 def load_env(
@@ -172,7 +165,6 @@ def load_env(
         pool=pool,
         features=features.float(),
         rewards=rewards.float(),
-        text_ids=text_ids(pool),
         description={
             "pool": str(
                 pool_path.relative_to(ROOT) if pool_path.is_relative_to(ROOT) else pool_path

@@ -8,7 +8,7 @@ import torch
 
 from bench.label_efficiency import __main__ as cli
 from bench.label_efficiency import report, sim
-from bench.label_efficiency.env import PoolEnv, text_ids
+from bench.label_efficiency.env import PoolEnv
 from ml_worker.core.evaluation import exact_pair_win_probs
 
 SMALL = sim.Setup(
@@ -109,7 +109,7 @@ def test_online_learning_beats_the_initial_policy_on_a_learnable_pool():
 
 def test_distinct_marks_repeated_texts_as_invalid_pairs():
     env = _env(prompts=2, candidates=4)
-    env.text_ids = text_ids([["a", "b", " a", "c"], ["x", "y", "z", "w"]])
+    env.pool = [["a", "b", " a", "c"], ["x", "y", "z", "w"]]
     valid = env.distinct(torch.tensor([0, 1]), torch.tensor([[0, 2, 1, 1], [3, 3, 0, 1]]))
     assert valid.tolist() == [[True, False, True, False], [True, False, True, True]]
 
