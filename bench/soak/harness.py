@@ -618,27 +618,14 @@ class Soak:
         unacked = human_labels.exclude(pk__in=list(by_id)).count()
 
         # -- duplicates and overlap ----------------------------------------------------------
-        dup_pair = (
-            Label.objects.filter(annotator__isnull=False)
-            .values("comparison_id", "annotator_id")
-            .annotate(n=Count("id"))
-            .filter(n__gt=1)
-            .count()
-        )
-        dup_key = (
-            Label.objects.filter(annotator__isnull=False)
-            .values("annotator_id", "idempotency_key")
-            .annotate(n=Count("id"))
-            .filter(n__gt=1)
-            .count()
-        )
-        dup_judge = (
-            Label.objects.filter(campaign_id=judge)
-            .values("comparison_id", "judge_name")
-            .annotate(n=Count("id"))
-            .filter(n__gt=1)
-            .count()
-        )
+        def duplicated(labels, *key: str) -> int:
+            """How many values of `key` more than one of `labels` share."""
+            return labels.values(*key).annotate(n=Count("id")).filter(n__gt=1).count()
+
+        human_rows = Label.objects.filter(annotator__isnull=False)
+        dup_pair = duplicated(human_rows, "comparison_id", "annotator_id")
+        dup_key = duplicated(human_rows, "annotator_id", "idempotency_key")
+        dup_judge = duplicated(Label.objects.filter(campaign_id=judge), "comparison_id", "judge_name")
         # labels_count counts human labels (the judge's are on top of the overlap).
         counted = Comparison.objects.annotate(n=Count("labels", filter=Q(labels__source="human")))
         over_overlap = counted.filter(n__gt=F("labels_required")).count()
