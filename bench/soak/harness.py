@@ -33,6 +33,8 @@ import tempfile
 import threading
 import time
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -121,6 +123,18 @@ class Outcome:
     @property
     def ok(self) -> bool:
         return not self.failures
+
+
+@contextmanager
+def consistent_snapshot() -> Iterator[None]:
+    """A read-only REPEATABLE READ transaction on Django's default database: every query
+    inside it sees the same committed state, whatever other connections commit meanwhile."""
+    from django.db import connection, transaction
+
+    with transaction.atomic():
+        with connection.cursor() as cursor:
+            cursor.execute("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ READ ONLY")
+        yield
 
 
 def _machine() -> dict:
@@ -570,15 +584,26 @@ class Soak:
             "waited_until_s": round(self.shared.now(), 1),
         }
 
-    def check(self) -> None:  # noqa: C901 - one list of checks, read top to bottom
+    def check(self) -> None:
+        """Check the database against what the clients were told, in one snapshot.
+
+        The judge campaign keeps running rounds while the checks read: without one snapshot
+        a judge label committed between reading the budgets and counting the labels looked
+        like a budget drift (seen twice on 2026-11-25).
+        """
         from django.db import connection
+
+        connection.close()
+        with consistent_snapshot():
+            self._check()
+
+    def _check(self) -> None:  # noqa: C901 - one list of checks, read top to bottom
         from django.db.models import Count, F, Q
 
-        from rlhf_platform.budgets.models import Budget
+        from rlhf_platform.budgets.models import Budget, LedgerEntry
         from rlhf_platform.campaigns.models import Round, RoundState
         from rlhf_platform.labeling.models import Choice, Comparison, Label, Lease, LeaseState
 
-        connection.close()
         o = self.outcome
         fail = o.failures.append
         human, judge = self.data["human_id"], self.data["judge_id"]
@@ -637,11 +662,17 @@ class Soak:
         budgets = {
             b.campaign_id: b.labels_spent for b in Budget.objects.filter(campaign_id__in=[human, judge])
         }
-        budget_drift = sum(
-            1
-            for cid in (human, judge)
-            if budgets.get(cid) != Label.objects.filter(campaign_id=cid).count()
-        )
+        budget_drifts = []
+        for name, cid in (("human", human), ("judge", judge)):
+            labels = Label.objects.filter(campaign_id=cid).count()
+            if budgets.get(cid) != labels:
+                ledger = LedgerEntry.objects.filter(budget__campaign_id=cid)
+                budget_drifts.append(
+                    f"{name} campaign: labels_spent {budgets.get(cid)}, labels {labels}, ledger "
+                    f"entries {ledger.count()} ({ledger.filter(label__isnull=True).count()} "
+                    "without their label)"
+                )
+        budget_drift = len(budget_drifts)
 
         # -- leases --------------------------------------------------------------------------
         active_left = Lease.objects.filter(state=LeaseState.ACTIVE).count()
@@ -770,6 +801,7 @@ class Soak:
                 "non_retryable_errors": dict(bad),
                 "crashed_clients": crashed,
                 "stuck_rounds": stuck,
+                "budget_drifts": budget_drifts,
                 "failed_rounds": [f"{r.index}: {r.failure_reason[:300]}" for r in failed],
                 "unexpected_exits": self.unexpected_exits,
             }
