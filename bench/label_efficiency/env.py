@@ -48,6 +48,8 @@ class PoolEnv:
     rewards: Tensor  # [P, C] oracle rewards
     temperature: float = ORACLE_TEMPERATURE
     description: dict | None = None
+    references: list[str | None] | None = None  # [P] the oracle's reference answers
+
 
     def __post_init__(self) -> None:
         P, C, _ = self.features.shape
@@ -57,6 +59,8 @@ class PoolEnv:
             raise ValueError("prompts, splits and pool must have P entries")
         if any(len(c) != C for c in self.pool):
             raise ValueError(f"every prompt needs exactly {C} candidates")
+        if self.references is not None and len(self.references) != P:
+            raise ValueError("references must have P entries")
 
     @property
     def num_candidates(self) -> int:
@@ -165,6 +169,7 @@ def load_env(
         pool=pool,
         features=features.float(),
         rewards=rewards.float(),
+        references=[references.get(r["prompt_id"]) for r in rows],
         description={
             "pool": str(
                 pool_path.relative_to(ROOT) if pool_path.is_relative_to(ROOT) else pool_path

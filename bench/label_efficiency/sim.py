@@ -7,7 +7,12 @@ rater, on tensors instead of database rows:
 - every round takes B prompts of the training split (without replacement within the round)
   and K samples per prompt from the *sampling policy*; one pair per prompt is chosen by the
   algorithm's acquisition rule (`select_pairs`, never two identical texts) and labeled by the
-  oracle: choice A with probability sigmoid((r_a - r_b) / T);
+  oracle: choice A with probability sigmoid((r_a - r_b) / T), each pair shown in a random
+  order, as the platform's judge task does;
+- every random choice of round r draws from the seed the round engine uses for it
+  (`ml_worker.core.seeds`), so an online run reproduces, number for number, a platform
+  campaign with the `pool` policy backend, the oracle judge and the same seed
+  (`platform.py` runs both and compares);
 - a label budget counts labels, not rounds: a round that would exceed the budget labels
   only its first `remaining` prompts;
 - **offline**: the sampling policy is always the initial one; at each budget checkpoint the
@@ -31,15 +36,19 @@ sample under the oracle's Bradley-Terry model, averaged over the evaluation prom
 
 from __future__ import annotations
 
+import functools
 import math
+import random
 from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
 
+from ml_worker.core import seeds
 from ml_worker.core.acquisition import select_pairs
 from ml_worker.core.enn import ENNConfig, ENNTrainer
 from ml_worker.core.evaluation import exact_pair_win_probs
+from ml_worker.core.learner import group_rewards
 from ml_worker.core.policies.pool import PoolPolicy
 from ml_worker.core.update import reinforce_signals, unlabeled_signals
 
@@ -120,7 +129,8 @@ def run(
     B = min(setup.prompts_per_round, len(train_idx))
     K = setup.samples_per_prompt
     nudge = hp.nudge if algorithm.nudged else 0.0
-    gen = torch.Generator().manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)  # offline / periodic policy optimization only
+    train_rows = train_idx.tolist()
     reward_cfg = ENNConfig.from_dict(
         {**setup.reward, "feature_dim": env.features.shape[-1], "seed": seed}
     )
@@ -133,32 +143,35 @@ def run(
     results = []
     for budget in budgets:
         while labels < budget:
-            n = min(B, budget - labels)
-            prompt_idx = train_idx[torch.randperm(len(train_idx), generator=gen)[:B]]
-            cand = sampler.sample_indices(prompt_idx, K, gen)  # [B, K]
-            feats = env.features[prompt_idx[:, None], cand]  # [B, K, D]
-            with torch.no_grad():
-                point, particles = trainer.model(feats.reshape(B * K, -1))
-            point, particles = point.reshape(B, K), particles.reshape(-1, B, K)
+            n = min(B, budget - labels)  # the budget may end in the middle of a round
+            round_seed = functools.partial(seeds.round_seed, seed, rounds)
+            prompt_idx = torch.tensor(
+                random.Random(round_seed(seeds.PROMPTS)).sample(train_rows, B)  # noqa: S311
+            )
+            cand = sampler.sample_indices(  # [B, K]
+                prompt_idx, K, torch.Generator().manual_seed(round_seed(seeds.SAMPLES))
+            )
+            feats = env.features[prompt_idx[:, None], cand].reshape(B * K, -1)
+            point, particles = group_rewards(trainer, feats, B, K)
             sel = select_pairs(
                 algorithm.rule,
                 particle_rewards=particles,
                 point_rewards=point,
-                generator=gen,
+                generator=torch.Generator().manual_seed(round_seed(seeds.SELECT)),
                 valid=env.distinct(prompt_idx, cand),
             )
-            rows = torch.arange(n)
-            ca, cb = cand[rows, sel.a[:n]], cand[rows, sel.b[:n]]
-            targets = oracle_labels(env, prompt_idx[:n], ca, cb, gen)
-            fa, fb = feats[rows, sel.a[:n]], feats[rows, sel.b[:n]]
+            rows = torch.arange(B)
+            ca, cb = cand[rows, sel.a], cand[rows, sel.b]
+            targets = judge_labels(env, prompt_idx, ca, cb, seed=seed, round_index=rounds)[:n]
+            feats = feats.reshape(B, K, -1)
+            fa, fb = feats[rows, sel.a][:n], feats[rows, sel.b][:n]
             labels += n
             rounds += 1
             if algorithm.schedule == "online":
                 trainer.step(fa, fb, targets)
-                with torch.no_grad():
-                    point = trainer.model.point(feats[:n].reshape(n * K, -1)).reshape(n, K)
+                point, _ = group_rewards(trainer, feats.reshape(B * K, -1), B, K)
                 pairs = torch.stack([sel.a[:n], sel.b[:n]], dim=1)
-                p_i, r_i, signal = reinforce_signals(point, pairs, nudge)
+                p_i, r_i, signal = reinforce_signals(point[:n], pairs, nudge)
                 sampler.update_indices(prompt_idx[:n][p_i], cand[:n][p_i, r_i], signal)
             else:
                 collected.append((fa, fb, targets))
@@ -188,11 +201,31 @@ def run(
     return results
 
 
-def oracle_labels(env: PoolEnv, prompt_idx: Tensor, a: Tensor, b: Tensor, gen) -> Tensor:
-    """Bradley-Terry choices of the oracle: 1.0 when A is preferred, else 0.0."""
-    diff = env.rewards[prompt_idx, a] - env.rewards[prompt_idx, b]
-    prob_a = torch.sigmoid(diff / env.temperature) if env.temperature > 0 else (diff.sign() + 1) / 2
-    return (torch.rand(prob_a.shape, generator=gen) < prob_a).float()
+def judge_labels(
+    env: PoolEnv, prompt_idx: Tensor, a: Tensor, b: Tensor, *, seed: int, round_index: int
+) -> Tensor:
+    """The oracle's Bradley-Terry choices on a round's pairs, as the platform's judge task
+    makes them (`round_judge` with `OracleJudge.judge`): each pair shown in a random order
+    (JUDGE_SWAPS), then a draw per pair from the judge's seed of its batch of JUDGE_BATCH.
+    Returns the targets [N] in the pairs' own order: 1.0 when A is preferred, 0.0 when B,
+    0.5 for a tie (at temperature 0, equal rewards)."""
+    swap_rng = random.Random(seeds.round_seed(seed, round_index, seeds.JUDGE_SWAPS))  # noqa: S311
+    targets = []
+    for start in range(0, len(a), seeds.JUDGE_BATCH):
+        p = prompt_idx[start : start + seeds.JUDGE_BATCH]
+        ca, cb = a[start : start + seeds.JUDGE_BATCH], b[start : start + seeds.JUDGE_BATCH]
+        swap = torch.tensor([swap_rng.random() < 0.5 for _ in range(len(p))])
+        shown_a, shown_b = torch.where(swap, cb, ca), torch.where(swap, ca, cb)
+        diff = env.rewards[p, shown_a] - env.rewards[p, shown_b]
+        if env.temperature == 0:
+            prob = (torch.sign(diff) + 1.0) / 2.0
+        else:
+            prob = torch.sigmoid(diff / env.temperature)
+        gen = torch.Generator().manual_seed(seeds.judge_seed(seed, round_index, start) % 2**64)
+        shown_a_wins = (torch.rand(len(p), generator=gen) < prob).float()
+        target = torch.where(swap, 1.0 - shown_a_wins, shown_a_wins)
+        targets.append(torch.where(prob == 0.5, 0.5, target) if env.temperature == 0 else target)
+    return torch.cat(targets)
 
 
 def _new_policy(env: PoolEnv, hp: Hparams) -> PoolPolicy:

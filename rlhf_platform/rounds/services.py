@@ -35,7 +35,7 @@ from django.db.models import Count, F, Q
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from ml_worker.core import learner
+from ml_worker.core import learner, seeds
 from ml_worker.core.acquisition import distinct_responses, select_pairs
 from ml_worker.core.enn import CHOICE_TARGETS, ENNTrainer
 from ml_worker.core.evaluation import NoValidJudgmentsError, win_rate
@@ -179,7 +179,7 @@ def ensure_initial_versions(campaign: Campaign) -> tuple[ModelVersion, ModelVers
             rel = _write_version_files(campaign, ModelKind.POLICY, "initial", policy.save)
             policy_v = _register(campaign, ModelKind.POLICY, rel, rnd=None, parent=None, metrics={})
         if reward_v is None:
-            dim = int(spec.base_model()[0].config.hidden_size)
+            dim = learner.feature_dim(spec)
             trainer = learner.new_reward_trainer(campaign.reward_config, dim, campaign.seed)
             rel = _write_version_files(campaign, ModelKind.REWARD, "initial", trainer.save)
             reward_v = _register(
@@ -318,7 +318,7 @@ def _advance(rnd: Round, token: str, to_state: str) -> str:
 
 
 def _round_rng(campaign: Campaign, rnd: Round, salt: int) -> int:
-    return (campaign.seed * 1_000_003 + rnd.index * 7919 + salt) % (2**31 - 1)
+    return seeds.round_seed(campaign.seed, rnd.index, salt)
 
 
 def _spec(campaign: Campaign) -> learner.PolicySpec:
@@ -334,7 +334,7 @@ def _sample_prompts(campaign: Campaign, rnd: Round) -> list[Prompt]:
     prompts = list(campaign.prompts.filter(split=Split.TRAIN).order_by("id"))
     if not prompts:
         raise ValueError("the campaign has no training prompts")
-    rng = random.Random(_round_rng(campaign, rnd, 1))  # noqa: S311 (seeded, reproducible sampling; no secret)
+    rng = random.Random(_round_rng(campaign, rnd, seeds.PROMPTS))  # noqa: S311 (seeded, reproducible sampling; no secret)
     b = campaign.prompts_per_round
     return rng.sample(prompts, b) if b <= len(prompts) else rng.choices(prompts, k=b)
 
@@ -345,7 +345,9 @@ def _generate(rnd: Round, token: str) -> str:
     policy = learner.load_policy(_spec(campaign), artifact_path(rnd.policy_version))
     _beat(rnd, token)
     samples = policy.sample(
-        [p.text for p in prompts], campaign.responses_per_prompt, seed=_round_rng(campaign, rnd, 2)
+        [p.text for p in prompts],
+        campaign.responses_per_prompt,
+        seed=_round_rng(campaign, rnd, seeds.SAMPLES),
     )
     counts = list(policy.last_token_counts) or [0] * sum(len(s) for s in samples)
     _beat(rnd, token)
@@ -403,10 +405,10 @@ def _select(rnd: Round, token: str) -> str:
         campaign.acquisition_rule,
         particle_rewards=particles,
         point_rewards=point,
-        generator=torch.Generator().manual_seed(_round_rng(campaign, rnd, 3)),
+        generator=torch.Generator().manual_seed(_round_rng(campaign, rnd, seeds.SELECT)),
         valid=distinct_responses([[r.text for r in g] for g in groups]),  # never ask A vs A
     )
-    mixed_rng = random.Random(_round_rng(campaign, rnd, 4))  # noqa: S311 (seeded, reproducible sampling; no secret)
+    mixed_rng = random.Random(_round_rng(campaign, rnd, seeds.MIXED))  # noqa: S311 (seeded, reproducible sampling; no secret)
     comparisons = []
     for i, group in enumerate(groups):
         judge = campaign.feedback_mode == FeedbackMode.JUDGE or (
@@ -461,7 +463,7 @@ def _needs_judge(rnd_id: int):
     )
 
 
-def round_judge(*, round_id: int, batch_size: int = 64) -> int:
+def round_judge(*, round_id: int, batch_size: int = seeds.JUDGE_BATCH) -> int:
     """Let the campaign's judge label the round's comparisons that ask for it.
 
     Valid answers become labels (debited at the judge's unit cost, one per comparison);
@@ -483,7 +485,7 @@ def round_judge(*, round_id: int, batch_size: int = 64) -> int:
         round_fail(round_id=round_id, reason=f"judge: {exc}")
         return 0
     judge_name = getattr(judge, "judge_id", campaign.judge_config.get("kind", "judge"))[:100]
-    rng = random.Random(_round_rng(campaign, rnd, 5))  # noqa: S311 (seeded, reproducible sampling; no secret)
+    rng = random.Random(_round_rng(campaign, rnd, seeds.JUDGE_SWAPS))  # noqa: S311 (seeded, reproducible sampling; no secret)
     budget_spent = False
     pending = list(_needs_judge(round_id))
     for start in range(0, len(pending), batch_size):
@@ -494,7 +496,7 @@ def round_judge(*, round_id: int, batch_size: int = 64) -> int:
             a, b = (c.response_b, c.response_a) if swap else (c.response_a, c.response_b)
             queries.append(JudgeQuery(c.prompt.text, a.text, b.text, c.prompt.reference or None))
         try:
-            results = judge.judge(queries, seed=_round_rng(campaign, rnd, 6) + start)
+            results = judge.judge(queries, seed=seeds.judge_seed(campaign.seed, rnd.index, start))
         except (JudgeAuthError, JudgeConfigError) as exc:  # no retry can fix these
             round_fail(round_id=round_id, reason=f"judge: {exc}")
             return 0
@@ -647,12 +649,14 @@ def _optimize_policy(
 ) -> dict[str, float]:
     """Policy optimization against a frozen reward model (offline / periodic refits)."""
     prompts = list(campaign.prompts.filter(split=Split.TRAIN).values_list("text", flat=True))
-    rng = random.Random(_round_rng(campaign, rnd, 7))  # noqa: S311 (seeded, reproducible sampling; no secret)
+    rng = random.Random(_round_rng(campaign, rnd, seeds.OPTIMIZE))  # noqa: S311 (seeded, reproducible sampling; no secret)
     k = campaign.responses_per_prompt
     metrics: dict[str, float] = {}
     for step in range(spec.policy_steps):
         batch = rng.choices(prompts, k=campaign.prompts_per_round)
-        samples = policy.sample(batch, k, seed=_round_rng(campaign, rnd, 100 + step))
+        samples = policy.sample(
+            batch, k, seed=_round_rng(campaign, rnd, seeds.OPTIMIZE_SAMPLES + step)
+        )
         flat_prompts = [p for p, group in zip(batch, samples, strict=True) for _ in group]
         flat = [t for group in samples for t in group]
         point, _ = learner.group_rewards(
@@ -826,7 +830,7 @@ def _evaluate(rnd: Round, token: str) -> str:
                 new,
                 base,
                 [p.reference or None for p in prompts],
-                seed=_round_rng(campaign, rnd, 8),
+                seed=_round_rng(campaign, rnd, seeds.EVALUATE),
             )
         except NoValidJudgmentsError as exc:
             log.warning("round %s: evaluation skipped: %s", rnd.pk, exc)

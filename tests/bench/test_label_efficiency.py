@@ -58,7 +58,7 @@ def test_exact_win_rate_matches_brute_force_sampling():
         i = torch.multinomial(probs_new[p], n, replacement=True, generator=g)
         j = torch.multinomial(probs_base[p], n, replacement=True, generator=g)
         prompt = torch.full((n,), p)
-        wins[p] = sim.oracle_labels(env, prompt, i, j, g).double().mean()
+        wins[p] = sim.judge_labels(env, prompt, i, j, seed=p, round_index=0).double().mean()
     # 4 standard errors of a proportion over 200k draws: about 0.0045
     assert torch.allclose(wins, exact, atol=0.0045)
     assert not torch.allclose(exact, torch.full_like(exact, 0.5), atol=0.01)  # a real signal
@@ -75,20 +75,35 @@ def test_win_rate_of_the_initial_policy_is_one_half():
 
 @pytest.mark.parametrize("name", ["offline", "online"])
 def test_budgets_are_counted_in_labels_not_rounds(name, monkeypatch):
-    """B = 8 prompts per round: 10 labels take 2 rounds (8 + 2), 25 take 2 more (8 + 7)."""
+    """B = 8 prompts per round: 10 labels take 2 rounds (8 + 2), 25 take 2 more (8 + 7).
+    Online learns from each round's labels, offline refits on all labels at each budget."""
     env = _env()
-    asked = []
-    real = sim.oracle_labels
+    learned = []
+    for method in ("step", "refit"):
+        real = getattr(sim.ENNTrainer, method)
 
-    def counting(env_, prompt_idx, a, b, gen):
-        asked.append(len(prompt_idx))
-        return real(env_, prompt_idx, a, b, gen)
+        def counting(self, fa, fb, targets, _real=real, **kw):
+            learned.append(len(targets))
+            return _real(self, fa, fb, targets, **kw)
 
-    monkeypatch.setattr(sim, "oracle_labels", counting)
+        monkeypatch.setattr(sim.ENNTrainer, method, counting)
     res = _run(env, name, [10, 25])
     assert [r["labels"] for r in res] == [10, 25]
     assert [r["rounds"] for r in res] == [2, 4]
-    assert asked == [8, 2, 8, 7]
+    assert learned == ([8, 2, 8, 7] if name == "online" else [10, 25])
+
+
+def test_a_label_means_the_same_whichever_side_its_pair_was_shown_on():
+    """Swapping the order a pair is shown in never changes what a label means: at
+    temperature 0 the better response always wins, whichever side it was shown on."""
+    env = _env()
+    env.temperature = 0.0
+    prompt = torch.arange(6).repeat(30)
+    a = torch.randint(0, 6, (180,), generator=torch.Generator().manual_seed(1))
+    b = (a + 1) % 6
+    targets = sim.judge_labels(env, prompt, a, b, seed=5, round_index=2)
+    better = (env.rewards[prompt, a] > env.rewards[prompt, b]).float()
+    assert torch.equal(targets, better)
 
 
 @pytest.mark.parametrize("name", list(sim.ALGORITHMS))

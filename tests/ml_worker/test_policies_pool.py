@@ -161,3 +161,25 @@ def test_it_rejects_unknown_prompts_and_responses():
         policy.log_probs(["nope"], ["answer 0.0"])
     with pytest.raises(ValueError, match="response not in"):
         policy.log_probs(["prompt 0"], ["answer 1.0"])
+
+
+def test_a_policy_made_with_save_pool_false_saves_slim_versions_and_keeps_saving_them(tmp_path):
+    pool = _policy()
+    slim = PoolPolicy(pool.pool, pool.features, pool.prompts, save_pool=False)
+    slim.save(tmp_path / "v0")
+    assert not (tmp_path / "v0" / "pool.json").exists()
+    loaded = PoolPolicy.load(tmp_path / "v0", pool_from=pool)
+    loaded.save(tmp_path / "v1")  # a version loaded slim is saved slim again
+    assert not (tmp_path / "v1" / "pool.json").exists()
+
+
+def test_the_pool_featurizer_returns_the_pools_features_by_text():
+    from ml_worker.core.policies.pool import PoolFeaturizer
+
+    pool = _policy(D=5)
+    feats = PoolFeaturizer(pool, "pool:test").embed(
+        ["prompt 2", "prompt 0", "prompt 2"], ["answer 2.3", "answer 0.0", "answer 2.3"]
+    )
+    assert torch.equal(feats, pool.features[[2, 0, 2], [3, 0, 3]])
+    with pytest.raises(ValueError, match="response not in"):
+        PoolFeaturizer(pool, "pool:test").embed(["prompt 1"], ["answer 2.3"])

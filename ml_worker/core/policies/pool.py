@@ -53,8 +53,13 @@ class PoolPolicy:
         grad_clip: float | None = 1.0,
         base_logits: Tensor | None = None,
         optimizer: str = "adam",
+        save_pool: bool = True,
     ) -> None:
-        """pool: [P][C_p] candidate texts; features: [P, C, D] (C = max C_p); prompts: [P]."""
+        """pool: [P][C_p] candidate texts; features: [P, C, D] (C = max C_p); prompts: [P].
+
+        save_pool: whether `save` writes the texts and features too by default (False for the
+        versions of a platform campaign, which load them from the campaign's pool package).
+        """
         if features.dim() != 3:
             raise ValueError(f"features must be [P, C, D], got {list(features.shape)}")
         P, C, D = features.shape
@@ -80,6 +85,8 @@ class PoolPolicy:
         self.optimizer_name = optimizer
         self.optimizer = _make_optimizer(optimizer, [self.theta], lr)
         self.steps = 0
+        self.save_pool = save_pool
+        self.last_token_counts: list[int] = []  # the Policy protocol's; a pool decodes nothing
         self._prompt_index = {p: i for i, p in enumerate(self.prompts)}
         self._cand_index = [{c: j for j, c in enumerate(cands)} for cands in self.pool]
 
@@ -203,14 +210,15 @@ class PoolPolicy:
 
     # -- artifacts -----------------------------------------------------------------------------
 
-    def save(self, path: Path, *, include_pool: bool = True) -> None:
+    def save(self, path: Path, *, include_pool: bool | None = None) -> None:
         """Write theta, its EMA anchor, the optimizer state and the config to directory `path`.
 
-        With include_pool=False the (large, frozen) texts and features are left out; load such
+        include_pool defaults to the policy's `save_pool`. With include_pool=False the (large, frozen) texts and features are left out; load such
         an artifact with `PoolPolicy.load(path, pool_from=<a policy over the same pool>)`.
         The directory appears complete or not at all (written aside, then renamed).
         """
         path = Path(path)
+        include_pool = self.save_pool if include_pool is None else include_pool
         with write_dir_atomically(path) as tmp:
             tensors = {"theta": self.theta.detach(), "theta_ema": self.theta_ema}
             state = self.optimizer.state_dict()
@@ -263,6 +271,7 @@ class PoolPolicy:
             grad_clip=config["grad_clip"],
             base_logits=base_logits,
             optimizer=config["optimizer"],
+            save_pool=config["include_pool"],
         )
         with torch.no_grad():
             policy.theta.copy_(tensors["theta"])
@@ -276,6 +285,27 @@ class PoolPolicy:
             policy.optimizer.load_state_dict(state)
         policy.steps = config["steps"]
         return policy
+
+
+class PoolFeaturizer:
+    """The reward model's features of a pool's (prompt, response) pairs: the pool's own
+    frozen features, looked up by text (the `Featurizer` protocol of `features.py`)."""
+
+    def __init__(self, pool: PoolPolicy, featurizer_id: str) -> None:
+        self.pool = pool
+        self._id = featurizer_id
+
+    @property
+    def dim(self) -> int:
+        return int(self.pool.features.shape[-1])
+
+    @property
+    def featurizer_id(self) -> str:
+        return self._id
+
+    def embed(self, prompts: list[str], responses: list[str]) -> Tensor:
+        pidx, cidx = self.pool.candidate_indices(prompts, responses)
+        return self.pool.features[pidx, cidx]
 
 
 def _make_optimizer(name: str, params: list[Tensor], lr: float) -> torch.optim.Optimizer:

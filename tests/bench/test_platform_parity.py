@@ -1,0 +1,141 @@
+"""The label-efficiency benchmark measures the product: one configuration run as a platform
+campaign (database rows, judge tasks, model versions on disk; once in process, once on a real
+Celery worker with PostgreSQL and Redis) gives the same win rate after every round as the
+in-process simulation `sim.run` with the same seed.
+
+The environment is small but real: the first prompts of the committed pool with 8 of their
+SmolLM2 responses each (duplicates included), random learner features, and the oracle judge
+(hashing encoder, so the test loads no model). The budget of 10 labels at B = 4 ends in the
+middle of the third round, so the two must also agree on budgets counted in labels.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+import torch
+from django.conf import settings
+from django.db import connection
+
+from bench.label_efficiency import platform, sim
+from bench.label_efficiency.env import DEFAULT_POOL, PoolEnv, read_pool
+from rlhf_platform.campaigns.models import Campaign, CampaignState, RoundState
+from rlhf_platform.labeling.models import Label
+from rlhf_platform.rounds.services import campaign_run_inline
+
+JUDGE = {"kind": "oracle", "encoder": "hashing", "temperature": 1.0}
+SETUP = sim.Setup(
+    prompts_per_round=4,
+    samples_per_prompt=4,
+    reward={
+        "num_particles": 8,
+        "point_hidden": [16, 16],
+        "prior_hidden": [8],
+        "diff_hidden": [8],
+        "gradient_steps": 2,
+    },
+)
+HP = sim.Hparams(policy_lr=0.3, nudge=0.1, kl_coef=0.1)
+BUDGET = 10  # 4 + 4 + 2 labels
+
+
+@pytest.fixture(scope="module")
+def env() -> PoolEnv:
+    rows = read_pool(DEFAULT_POOL)
+    rows = [r for r in rows if r["split"] == "train"][:6] + [
+        r for r in rows if r["split"] == "eval"
+    ][:3]
+    base = PoolEnv(
+        prompts=[r["prompt"] for r in rows],
+        splits=[r["split"] for r in rows],
+        pool=[[x["text"] for x in r["responses"][:8]] for r in rows],
+        features=torch.randn(len(rows), 8, 8, generator=torch.Generator().manual_seed(0)),
+        rewards=torch.zeros(len(rows), 8),
+        references=[f"reference {i}" for i in range(len(rows))],
+    )
+    # Features are a function of the text, as the platform's featurizers make them.
+    for p, cands in enumerate(base.pool):
+        first = {}
+        for c, text in enumerate(cands):
+            base.features[p, c] = base.features[p, first.setdefault(text, c)]
+    return dataclasses.replace(base, rewards=platform.oracle_rewards(base, JUDGE))
+
+
+@pytest.fixture
+def package(env, tmp_path, settings):
+    settings.ARTIFACT_ROOT = tmp_path / "artifacts"
+    return platform.write_pool_package(env, tmp_path / "pool-package")
+
+
+def _campaign(researcher, env, package, name: str) -> Campaign:
+    fields = platform.campaign_fields(
+        env, "infomax", HP, SETUP, seed=3, budget=BUDGET, package=package, judge_config=JUDGE
+    )
+    return platform.create_campaign(researcher, name, env, **fields)
+
+
+def _in_process(env) -> list[dict]:
+    return platform.sim_win_rates(env, "infomax", HP, SETUP, seed=3, budget=BUDGET)
+
+
+def test_the_environment_has_duplicate_texts_and_a_learnable_signal(env):
+    assert any(len(set(c)) < len(c) for c in env.pool)  # the text-keyed paths are exercised
+    assert env.rewards.std() > 0.1
+
+
+@pytest.mark.django_db
+def test_a_campaign_run_in_process_matches_the_simulation(researcher, env, package):
+    campaign = _campaign(researcher, env, package, "parity-inline")
+    rounds = campaign_run_inline(campaign_id=campaign.pk, rounds=5)
+    assert [r.state for r in rounds] == [RoundState.DONE] * 3, [r.failure_reason for r in rounds]
+    campaign.refresh_from_db()
+    assert campaign.state == CampaignState.FINISHED  # the budget is spent
+    assert Label.objects.filter(campaign=campaign).count() == BUDGET
+
+    on_platform = platform.campaign_win_rates(env, campaign, package)
+    in_process = _in_process(env)
+    assert [r["labels"] for r in on_platform] == [4, 8, 10]
+    assert platform.compare(on_platform, in_process) == []
+    assert len({round(r["win_rate"], 6) for r in on_platform}) == 3  # the policy moved each round
+
+
+def test_compare_reports_a_different_round():
+    a = [{"labels": 4, "rounds": 1, "win_rate": 0.5}, {"labels": 8, "rounds": 2, "win_rate": 0.6}]
+    b = [{"labels": 4, "rounds": 1, "win_rate": 0.5}, {"labels": 8, "rounds": 2, "win_rate": 0.61}]
+    assert platform.compare(a, a) == []
+    assert platform.compare(a, b) == ["round 2: platform 0.600000000, simulation 0.610000000"]
+    assert "labels per round differ" in platform.compare(a, b[:1])[0]
+
+
+def test_offline_does_not_run_as_one_campaign(env, tmp_path):
+    with pytest.raises(ValueError, match="does not run as one campaign"):
+        platform.campaign_fields(
+            env, "offline", HP, SETUP, seed=0, budget=8, package=tmp_path, judge_config=JUDGE
+        )
+
+
+@pytest.mark.slow
+@pytest.mark.django_db(transaction=True)
+def test_a_campaign_run_on_a_celery_worker_matches_the_simulation(researcher, env, package, tmp_path):
+    from rlhf_platform.celery import app
+    from tests.rlhf_platform.rounds.test_worker import Worker, _wait
+
+    if connection.vendor != "postgresql" or not settings.CELERY_BROKER_URL.startswith("redis://"):
+        pytest.skip("needs PostgreSQL and Redis (make test sets DATABASE_URL and CELERY_BROKER_URL)")
+    app.control.purge()
+    worker = Worker(tmp_path)
+    worker.start()
+    try:
+        campaign = _campaign(researcher, env, package, "parity-worker")
+        _wait(
+            lambda: Campaign.objects.get(pk=campaign.pk).state == CampaignState.FINISHED,
+            worker,
+            300,
+            "the campaign to finish",
+        )
+    finally:
+        worker.stop()
+    campaign.refresh_from_db()
+    assert [r.state for r in campaign.rounds.order_by("index")] == [RoundState.DONE] * 3
+    assert platform.compare(platform.campaign_win_rates(env, campaign, package), _in_process(env)) == []
