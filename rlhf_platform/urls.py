@@ -9,3 +9,5 @@ urlpatterns = [
     path("", include("rlhf_platform.insights.urls")),
     path("", include("annotator_ui.urls")),
 ]
+
+handler500 = "rlhf_platform.error_pages.server_error"

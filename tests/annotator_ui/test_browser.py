@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from django.db import OperationalError
 from django.utils import timezone
 
 from annotator_ui import views
@@ -215,6 +216,35 @@ def test_a_double_click_or_a_repeated_key_stores_one_label(open_page, annotator,
     assert Label.objects.filter(annotator=annotator).count() == 3
     assert Label.objects.filter(lease_id=lease).count() == 1
     assert Lease.objects.filter(annotator=annotator, state=LeaseState.ACTIVE).count() == 1
+
+
+def test_a_database_outage_on_submit_says_so_and_the_retry_stores_one_label(
+    open_page, annotator, campaign, monkeypatch
+):
+    """The submit hits a database outage (a 503 from the real page handler): the page says the
+    service is briefly unavailable and keeps the comparison; pressing the key again once the
+    database is back stores exactly one label for that lease."""
+    ui = open_page()
+    ui.open_campaign(campaign)
+    lease = ui.lease_id()
+    real = views.label_submit
+
+    def down(**kwargs):
+        raise OperationalError("the database system is shutting down")
+
+    monkeypatch.setattr(views, "label_submit", down)
+    ui.page.keyboard.press("1")
+    ui.page.wait_for_selector("#net-error:not([hidden])")
+    assert "briefly unavailable" in ui.page.inner_text("#net-error")
+    assert ui.lease_id() == lease  # the same comparison stays on screen
+    assert Label.objects.filter(lease_id=lease).count() == 0
+
+    monkeypatch.setattr(views, "label_submit", real)
+    ui.page.wait_for_timeout(500)
+    ui.page.keyboard.press("1")
+    ui.wait_for_new_workspace(lease)
+    assert Label.objects.filter(lease_id=lease).count() == 1
+    assert not ui.csp_errors
 
 
 # --- Untrusted content ---------------------------------------------------------------------------

@@ -167,6 +167,11 @@
     var xhr = ev.detail && ev.detail.xhr;
     var status = xhr ? xhr.status : "?";
     var verb = ev.detail.requestConfig && ev.detail.requestConfig.verb;
+    if (status === 503) {
+      showError("The service is briefly unavailable." +
+        (verb === "post" ? " Your last action may not have been saved; try again in a few seconds (it will not be counted twice)." : " Reload the page in a few seconds."));
+      return;
+    }
     showError("The server answered with an error (" + status + ")." +
       (verb === "post" ? " Your last action was not saved; try again, or reload the page." : " Reload the page."));
   });
