@@ -35,6 +35,8 @@ import sys
 import time
 from pathlib import Path
 
+from .parity import setup_platform_in
+
 ROOT = Path(__file__).resolve().parents[2]
 
 ARMS = {
@@ -74,22 +76,6 @@ def campaign_spec(arm: str, args: argparse.Namespace) -> dict:
         "budget": {"label_cap": args.rounds * args.prompts_per_round},
         "prompts": str(ROOT / "bench/data/prompts.jsonl"),
     }
-
-
-def _setup_django(work: Path) -> None:
-    work.mkdir(parents=True, exist_ok=True)
-    os.environ["DATABASE_URL"] = f"sqlite:///{work / 'db.sqlite3'}"
-    os.environ["ARTIFACT_ROOT"] = str(work / "artifacts")
-    os.environ["CELERY_BROKER_URL"] = f"filesystem://{work / 'broker'}"
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "rlhf_platform.settings")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    import django
-
-    django.setup()
-    from django.core.management import call_command
-
-    call_command("migrate", verbosity=0)
 
 
 def _campaign(arm: str, args: argparse.Namespace):
@@ -211,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
         p.error(f"--arms: unknown arm(s) {unknown}; choose from {list(ARMS)}")
     if args.rounds < 1 or args.eval_every < 1:
         p.error("--rounds and --eval-every must be at least 1")
-    _setup_django(args.work)
+    setup_platform_in(args.work)
     started = time.time()
     results = {
         "command": "python -m bench.label_efficiency.lm " + " ".join(argv or sys.argv[1:]),

@@ -12,7 +12,7 @@ rater, on tensors instead of database rows:
 - every random choice of round r draws from the seed the round engine uses for it
   (`ml_worker.core.seeds`), so an online run reproduces, number for number, a platform
   campaign with the `pool` policy backend, the oracle judge and the same seed
-  (`platform.py` runs both and compares);
+  (`parity.py` runs both and compares);
 - a label budget counts labels, not rounds: a round that would exceed the budget labels
   only its first `remaining` prompts;
 - **offline**: the sampling policy is always the initial one; at each budget checkpoint the

@@ -4,7 +4,7 @@ A seed is derived from the campaign's seed, the round's index and a salt naming 
 so that re-running a step after a crash repeats its choices, and so that the round engine
 (`rlhf_platform/rounds/services.py`) and the label-efficiency benchmark's in-process
 simulation (`bench/label_efficiency/sim.py`) make the same choices from the same seed: the
-benchmark then measures what the platform does (`bench/label_efficiency/platform.py` checks
+benchmark then measures what the platform does (`bench/label_efficiency/parity.py` checks
 that they agree).
 """
 

@@ -18,7 +18,7 @@ import torch
 from django.conf import settings
 from django.db import connection
 
-from bench.label_efficiency import platform, sim
+from bench.label_efficiency import parity, sim
 from bench.label_efficiency.env import DEFAULT_POOL, PoolEnv, read_pool
 from rlhf_platform.campaigns.models import Campaign, CampaignState, RoundState
 from rlhf_platform.labeling.models import Label
@@ -59,24 +59,24 @@ def env() -> PoolEnv:
         first = {}
         for c, text in enumerate(cands):
             base.features[p, c] = base.features[p, first.setdefault(text, c)]
-    return dataclasses.replace(base, rewards=platform.oracle_rewards(base, JUDGE))
+    return dataclasses.replace(base, rewards=parity.oracle_rewards(base, JUDGE))
 
 
 @pytest.fixture
 def package(env, tmp_path, settings):
     settings.ARTIFACT_ROOT = tmp_path / "artifacts"
-    return platform.write_pool_package(env, tmp_path / "pool-package")
+    return parity.write_pool_package(env, tmp_path / "pool-package")
 
 
 def _campaign(researcher, env, package, name: str) -> Campaign:
-    fields = platform.campaign_fields(
+    fields = parity.campaign_fields(
         env, "infomax", HP, SETUP, seed=3, budget=BUDGET, package=package, judge_config=JUDGE
     )
-    return platform.create_campaign(researcher, name, env, **fields)
+    return parity.create_campaign(researcher, name, env, **fields)
 
 
 def _in_process(env) -> list[dict]:
-    return platform.sim_win_rates(env, "infomax", HP, SETUP, seed=3, budget=BUDGET)
+    return parity.sim_win_rates(env, "infomax", HP, SETUP, seed=3, budget=BUDGET)
 
 
 def test_the_environment_has_duplicate_texts_and_a_learnable_signal(env):
@@ -93,24 +93,24 @@ def test_a_campaign_run_in_process_matches_the_simulation(researcher, env, packa
     assert campaign.state == CampaignState.FINISHED  # the budget is spent
     assert Label.objects.filter(campaign=campaign).count() == BUDGET
 
-    on_platform = platform.campaign_win_rates(env, campaign, package)
+    on_platform = parity.campaign_win_rates(env, campaign, package)
     in_process = _in_process(env)
     assert [r["labels"] for r in on_platform] == [4, 8, 10]
-    assert platform.compare(on_platform, in_process) == []
+    assert parity.compare(on_platform, in_process) == []
     assert len({round(r["win_rate"], 6) for r in on_platform}) == 3  # the policy moved each round
 
 
 def test_compare_reports_a_different_round():
     a = [{"labels": 4, "rounds": 1, "win_rate": 0.5}, {"labels": 8, "rounds": 2, "win_rate": 0.6}]
     b = [{"labels": 4, "rounds": 1, "win_rate": 0.5}, {"labels": 8, "rounds": 2, "win_rate": 0.61}]
-    assert platform.compare(a, a) == []
-    assert platform.compare(a, b) == ["round 2: platform 0.600000000, simulation 0.610000000"]
-    assert "labels per round differ" in platform.compare(a, b[:1])[0]
+    assert parity.compare(a, a) == []
+    assert parity.compare(a, b) == ["round 2: platform 0.600000000, simulation 0.610000000"]
+    assert "labels per round differ" in parity.compare(a, b[:1])[0]
 
 
 def test_offline_does_not_run_as_one_campaign(env, tmp_path):
     with pytest.raises(ValueError, match="does not run as one campaign"):
-        platform.campaign_fields(
+        parity.campaign_fields(
             env, "offline", HP, SETUP, seed=0, budget=8, package=tmp_path, judge_config=JUDGE
         )
 
@@ -138,4 +138,4 @@ def test_a_campaign_run_on_a_celery_worker_matches_the_simulation(researcher, en
         worker.stop()
     campaign.refresh_from_db()
     assert [r.state for r in campaign.rounds.order_by("index")] == [RoundState.DONE] * 3
-    assert platform.compare(platform.campaign_win_rates(env, campaign, package), _in_process(env)) == []
+    assert parity.compare(parity.campaign_win_rates(env, campaign, package), _in_process(env)) == []

@@ -1,15 +1,15 @@
 """The same experiment through the platform: one configuration as a real campaign, compared
 number for number with the in-process simulation (`sim.py`) at the same seed.
 
-    .venv/bin/python -m bench.label_efficiency.platform            # infomax, 3 rounds of B=64
-    .venv/bin/python -m bench.label_efficiency.platform --help
+    .venv/bin/python -m bench.label_efficiency.parity            # infomax, 3 rounds of B=64
+    .venv/bin/python -m bench.label_efficiency.parity --help
 
 The campaign uses the platform's `pool` policy backend over a *pool package* written from the
 environment (the pool's texts and the learner's features, `PoolPolicy.save`), the `oracle`
 judge with the environment's oracle settings, and the benchmark's reward-model setup. Its
 rounds go through the round engine (generate, select, judge, learn, evaluate) with rows in a
 database and model versions on disk; this command runs them in its own process
-(`campaign_run_inline`, SQLite under `var/`), the test (`tests/bench/test_platform_parity.py`)
+(`campaign_run_inline`, SQLite under `var/`), the test (`tests/bench/test_parity.py`)
 on a Celery worker with PostgreSQL and Redis. After each round the exact win rate of that
 round's policy version against the initial policy is computed exactly as `sim.run` computes
 it, and the two series must agree.
@@ -51,6 +51,24 @@ CAMPAIGN_ALGORITHMS = {
     "infomax": ("infomax", "infomax"),
     "double_ts": ("online", "double_thompson"),
 }
+
+
+def setup_platform_in(work: Path) -> None:
+    """Set Django up on a platform of its own in folder `work`: a SQLite database (migrated),
+    model artifacts and a file-system broker there, for rounds run in this process."""
+    work.mkdir(parents=True, exist_ok=True)
+    os.environ["DATABASE_URL"] = f"sqlite:///{work / 'db.sqlite3'}"
+    os.environ["ARTIFACT_ROOT"] = str(work / "artifacts")
+    os.environ["CELERY_BROKER_URL"] = f"filesystem://{work / 'broker'}"
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "rlhf_platform.settings")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+
+    call_command("migrate", verbosity=0)
 
 
 def write_pool_package(env: PoolEnv, path: Path) -> Path:
@@ -204,14 +222,14 @@ def main(argv: list[str] | None = None) -> int:
     from tqdm import tqdm
 
     p = argparse.ArgumentParser(
-        prog="python -m bench.label_efficiency.platform",
+        prog="python -m bench.label_efficiency.parity",
         description="Run one configuration as a platform campaign and in process; compare.",
     )
     p.add_argument("--algorithm", default="infomax", choices=list(CAMPAIGN_ALGORITHMS))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--rounds", type=int, default=3, help="budget = rounds x B labels")
     p.add_argument("--results", type=Path, default=ROOT / "bench/results/label_efficiency")
-    p.add_argument("--work", type=Path, default=ROOT / "var/bench/label_efficiency/platform")
+    p.add_argument("--work", type=Path, default=ROOT / "var/bench.label_efficiency.parity")
     args = p.parse_args(argv)
     if args.rounds < 1:
         p.error("--rounds must be at least 1")
@@ -225,20 +243,10 @@ def main(argv: list[str] | None = None) -> int:
     judge_config = {"kind": "oracle", "temperature": env.temperature}
 
     work = args.work / f"{args.algorithm}-seed{args.seed}-{int(time.time())}"
-    work.mkdir(parents=True)
-    os.environ["DATABASE_URL"] = f"sqlite:///{work / 'db.sqlite3'}"
-    os.environ["ARTIFACT_ROOT"] = str(work / "artifacts")
-    os.environ["CELERY_BROKER_URL"] = f"filesystem://{work / 'broker'}"
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "rlhf_platform.settings")
-    import django
-
-    django.setup()
-    from django.core.management import call_command
-
+    setup_platform_in(work)
     from rlhf_platform.accounts.models import Role, User
     from rlhf_platform.rounds.services import campaign_run_inline
 
-    call_command("migrate", verbosity=0)
     package = write_pool_package(env, work / "pool-package")
     owner = User.objects.create_user(username="bench", role=Role.RESEARCHER)
     fields = campaign_fields(
