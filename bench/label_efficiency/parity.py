@@ -229,7 +229,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--rounds", type=int, default=3, help="budget = rounds x B labels")
     p.add_argument("--results", type=Path, default=ROOT / "bench/results/label_efficiency")
-    p.add_argument("--work", type=Path, default=ROOT / "var/bench.label_efficiency.parity")
+    p.add_argument("--work", type=Path, default=ROOT / "var/bench/label_efficiency/parity")
     args = p.parse_args(argv)
     if args.rounds < 1:
         p.error("--rounds must be at least 1")

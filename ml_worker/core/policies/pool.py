@@ -213,8 +213,9 @@ class PoolPolicy:
     def save(self, path: Path, *, include_pool: bool | None = None) -> None:
         """Write theta, its EMA anchor, the optimizer state and the config to directory `path`.
 
-        include_pool defaults to the policy's `save_pool`. With include_pool=False the (large, frozen) texts and features are left out; load such
-        an artifact with `PoolPolicy.load(path, pool_from=<a policy over the same pool>)`.
+        include_pool defaults to the policy's `save_pool`. With include_pool=False the (large,
+        frozen) texts and features are left out; load such an artifact with
+        `PoolPolicy.load(path, pool_from=<a policy over the same pool>)`.
         The directory appears complete or not at all (written aside, then renamed).
         """
         path = Path(path)
