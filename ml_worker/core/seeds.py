@@ -1,7 +1,9 @@
 """The seeds of a round: each random choice in round r of a campaign draws from its own seed.
 
 A seed is derived from the campaign's seed, the round's index and a salt naming the purpose,
-so that re-running a step after a crash repeats its choices, and so that the round engine
+so that a step re-run from its start after a crash repeats its choices (a judge step resumed
+after a crash keeps the labels it stored and draws afresh for the comparisons still waiting,
+so only an uninterrupted round is reproduced exactly), and so that the round engine
 (`rlhf_platform/rounds/services.py`) and the label-efficiency benchmark's in-process
 simulation (`bench/label_efficiency/sim.py`) make the same choices from the same seed: the
 benchmark then measures what the platform does (`bench/label_efficiency/parity.py` checks
