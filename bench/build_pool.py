@@ -15,6 +15,9 @@ derives from the group's first prompt id and `--seed` only, so a restart reprodu
 responses (on the same machine and library versions) whatever was done before; a group is
 always decoded whole, and its missing prompts are written (`--limit` rounds up to whole groups).
 
+`--shard K/N` splits the groups between N processes (each decodes every N-th group); they
+append to the same `--out` under a file lock, so two 1-thread processes can share 2 cores.
+
 Resumable and safe to kill at any moment: each finished prompt is appended as one JSON line
     {"prompt_id", "prompt", "kind", "split", "seed", "top_k", "max_new_tokens",
      "responses": [{"text", "temperature", "tokens"}, ...]}
@@ -34,6 +37,7 @@ package via `load_smollm2` (converted once into var/models/), and the hub is for
 from __future__ import annotations
 
 import argparse
+import fcntl
 import gzip
 import json
 import os
@@ -71,6 +75,7 @@ def read_done(path: Path, *, repair: bool) -> dict[str, dict]:
     done: dict[str, dict] = {}
     good_end = 0
     with open(path, "rb") as f:
+        _lock(f)  # not while a parallel shard is appending its row
         data = f.read()
     pos = 0
     while pos < len(data):
@@ -80,8 +85,11 @@ def read_done(path: Path, *, repair: bool) -> dict[str, dict]:
         try:
             row = json.loads(data[pos:end])
         except json.JSONDecodeError:
-            break
-        done[row["prompt_id"]] = row
+            # A row cut short by a killed shard, with another shard's row appended after it:
+            # skip both, keep reading (the prompts are decoded again).
+            print(f"{path}: skipping a damaged line at byte {pos}", file=sys.stderr)
+        else:
+            done[row["prompt_id"]] = row
         pos = good_end = end + 1
     if good_end < len(data):
         print(
@@ -90,6 +98,7 @@ def read_done(path: Path, *, repair: bool) -> dict[str, dict]:
         )
         if repair:
             with open(path, "r+b") as f:
+                _lock(f)
                 f.truncate(good_end)
                 f.flush()
                 os.fsync(f.fileno())
@@ -134,6 +143,12 @@ def main() -> None:
         help="decode the groups holding eval prompts first (a partial pool then has an eval split)",
     )
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads")
+    ap.add_argument(
+        "--shard",
+        default="0/1",
+        help="K/N: decode only every N-th group, from the K-th (run N processes, 0/N..N-1/N, "
+        "all with the same --out: rows are appended under a file lock)",
+    )
     ap.add_argument("--cache-dir", type=Path, default=None, help="SmolLM2 safetensors cache")
     args = ap.parse_args()
 
@@ -162,7 +177,11 @@ def main() -> None:
     if not todo:
         return
     g = args.group
+    shard, shards = (int(x) for x in args.shard.split("/"))
+    if not 0 <= shard < shards:
+        ap.error(f"--shard {args.shard}: K must be in 0..N-1")
     groups = [all_prompts[i : i + g] for i in range(0, len(prompts), g)]
+    groups = [grp for k, grp in enumerate(groups) if k % shards == shard]
     groups = [grp for grp in groups if any(p["id"] not in done for p in grp)]
     if args.eval_first:  # stable: file order within each half; seeds do not depend on order
         groups.sort(key=lambda grp: not any(p.get("split") == "eval" for p in grp))
@@ -232,9 +251,18 @@ def write_row(out, p: dict, seed: int, top_k, max_new_tokens: int, responses: li
         "max_new_tokens": max_new_tokens,
         "responses": responses,
     }
-    out.write(json.dumps(row, ensure_ascii=False) + "\n")
-    out.flush()
-    os.fsync(out.fileno())
+    _lock(out)  # parallel shards append to the same file: one whole row at a time
+    try:
+        out.write(json.dumps(row, ensure_ascii=False) + "\n")
+        out.flush()
+        os.fsync(out.fileno())
+    finally:
+        fcntl.flock(out, fcntl.LOCK_UN)
+
+
+def _lock(f) -> None:
+    """An exclusive lock on the open file `f`, released when it is closed (or unlocked)."""
+    fcntl.flock(f, fcntl.LOCK_EX)
 
 
 if __name__ == "__main__":
