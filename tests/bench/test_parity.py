@@ -38,14 +38,15 @@ SETUP = sim.Setup(
 )
 HP = sim.Hparams(policy_lr=0.3, nudge=0.1, kl_coef=0.1)
 BUDGET = 10  # 4 + 4 + 2 labels
+TRAIN_IDS = [f"{kind}-00" for kind in ("advice", "explanation", "how-to", "factual", "creative")]
+TRAIN_IDS += ["reasoning-00"]
+EVAL_IDS = ["advice-04", "explanation-04", "how-to-04"]
 
 
 @pytest.fixture(scope="module")
 def env() -> PoolEnv:
-    rows = read_pool(DEFAULT_POOL)
-    rows = [r for r in rows if r["split"] == "train"][:6] + [
-        r for r in rows if r["split"] == "eval"
-    ][:3]
+    by_id = {r["prompt_id"]: r for r in read_pool(DEFAULT_POOL)}
+    rows = [by_id[i] for i in TRAIN_IDS + EVAL_IDS]  # the pool's first rows; it only grows
     base = PoolEnv(
         prompts=[r["prompt"] for r in rows],
         splits=[r["split"] for r in rows],
