@@ -201,10 +201,19 @@ def principal_components(x: Tensor, dim: int) -> Tensor:
 
 
 def compute_features(
-    prompts: list[str], responses: list[str], featurizer: str, cache_dir: Path
+    prompts: list[str],
+    responses: list[str],
+    featurizer: str,
+    cache_dir: Path,
+    *,
+    shard: tuple[int, int] = (0, 1),
 ) -> Tensor:
     """Learner features of each (prompt, response), with a progress bar; per-row disk cache
-    (`CachedFeaturizer`), so an interrupted run resumes where it stopped."""
+    (`CachedFeaturizer`), so an interrupted run resumes where it stopped.
+
+    With ``shard=(k, n)`` only every n-th chunk of 64 rows, from the k-th, is computed (and
+    cached; the partial result is returned): n processes fill the cache in parallel, then
+    `load_env` finds every row there (`python -m bench.label_efficiency.env --shard k/n`)."""
     from tqdm import tqdm
 
     from ml_worker.core.features import CachedFeaturizer, LMFeaturizer
@@ -218,6 +227,33 @@ def compute_features(
     cached = CachedFeaturizer(LMFeaturizer(model, tokenizer), cache_dir / "feature-rows")
     out = []
     step = 64
-    for start in tqdm(range(0, len(prompts), step), desc="learner features", unit="x64 rows"):
+    k, n = shard
+    starts = list(range(0, len(prompts), step))[k::n]
+    for start in tqdm(starts, desc="learner features", unit="x64 rows"):
         out.append(cached.embed(prompts[start : start + step], responses[start : start + step]))
     return torch.cat(out)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Fill the feature cache of the pool, as one of N parallel shards."""
+    import argparse
+
+    ap = argparse.ArgumentParser(
+        prog="python -m bench.label_efficiency.env",
+        description="Compute and cache the learner features of the pool (one shard of them).",
+    )
+    ap.add_argument("--pool", type=Path, default=DEFAULT_POOL)
+    ap.add_argument("--shard", default="0/1", help="K/N: every N-th chunk of 64 rows, from the K-th")
+    args = ap.parse_args(argv)
+    k, n = (int(x) for x in args.shard.split("/"))
+    if not 0 <= k < n:
+        ap.error(f"--shard {args.shard}: K must be in 0..N-1")
+    rows = read_pool(args.pool)
+    flat_p = [r["prompt"] for r in rows for _ in r["responses"]]
+    flat_r = [resp["text"] for r in rows for resp in r["responses"]]
+    compute_features(flat_p, flat_r, "smollm2", CACHE_DIR, shard=(k, n))
+    print(f"shard {k}/{n} of {len(flat_r)} rows cached under {CACHE_DIR / 'feature-rows'}")
+
+
+if __name__ == "__main__":
+    main()
