@@ -23,12 +23,14 @@ import argparse
 import hashlib
 import itertools
 import json
+import multiprocessing
 import os
 import platform
 import subprocess
 import sys
 import time
-from dataclasses import asdict
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -88,15 +90,78 @@ class RunCache:
                     continue  # a line cut short by a kill
                 self.done[row["key"]] = row["results"]
 
-    def get_or_run(self, key_parts: dict, fn) -> list[dict]:
-        key = hashlib.sha256(json.dumps(key_parts, sort_keys=True).encode()).hexdigest()
-        if key not in self.done:
-            self.done[key] = fn()
-            with open(self.path, "a") as f:
-                f.write(
-                    json.dumps({"key": key, "parts": key_parts, "results": self.done[key]}) + "\n"
-                )
-        return self.done[key]
+    @staticmethod
+    def key(key_parts: dict) -> str:
+        return hashlib.sha256(json.dumps(key_parts, sort_keys=True).encode()).hexdigest()
+
+    def add(self, key_parts: dict, results: list[dict]) -> None:
+        key = self.key(key_parts)
+        self.done[key] = results
+        with open(self.path, "a") as f:
+            f.write(json.dumps({"key": key, "parts": key_parts, "results": results}) + "\n")
+
+    def run_all(
+        self, env: PoolEnv, jobs: list[tuple[dict, Job]], *, workers: int, desc: str
+    ) -> list[list[dict]]:
+        """Results of every job, in order: cached ones read back, the others run (in
+        `workers` processes of one thread each when workers > 1) and appended as they end."""
+        todo = [(parts, job) for parts, job in jobs if self.key(parts) not in self.done]
+        bar = tqdm(total=len(jobs), initial=len(jobs) - len(todo), desc=desc, unit="run")
+        if workers <= 1 or len(todo) <= 1:
+            for parts, job in todo:
+                self.add(parts, job.run(env))
+                bar.update()
+        else:
+            # spawn, not fork: a forked child of a process that used torch's thread pool can hang.
+            ctx = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(
+                min(workers, len(todo)), mp_context=ctx, initializer=_init_worker, initargs=(env,)
+            ) as pool:
+                futures = {pool.submit(_run_in_worker, job): parts for parts, job in todo}
+                for done in as_completed(futures):
+                    self.add(futures[done], done.result())
+                    bar.update()
+        bar.close()
+        return [self.done[self.key(parts)] for parts, _ in jobs]
+
+
+@dataclass(frozen=True)
+class Job:
+    """One call of `sim.run`, picklable for a worker process."""
+
+    algorithm: str
+    hp: Hparams
+    budgets: list[int]
+    seed: int
+    train_idx: torch.Tensor
+    eval_idx: torch.Tensor
+    setup: Setup
+
+    def run(self, env: PoolEnv) -> list[dict]:
+        return run(
+            env,
+            ALGORITHMS[self.algorithm],
+            self.hp,
+            self.budgets,
+            seed=self.seed,
+            train_idx=self.train_idx,
+            eval_idx=self.eval_idx,
+            setup=self.setup,
+        )
+
+
+_WORKER_ENV: PoolEnv | None = None
+
+
+def _init_worker(env: PoolEnv) -> None:
+    global _WORKER_ENV
+    torch.set_num_threads(1)
+    _WORKER_ENV = env
+
+
+def _run_in_worker(job: Job) -> list[dict]:
+    assert _WORKER_ENV is not None
+    return job.run(_WORKER_ENV)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -115,7 +180,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--feature-dim", type=int, default=128, help="principal components of the features kept"
     )
-    ap.add_argument("--threads", type=int, default=None)
+    ap.add_argument("--threads", type=int, default=None, help="torch threads of this process")
+    ap.add_argument(
+        "--jobs",
+        type=int,
+        default=os.cpu_count() or 1,
+        help="runs in parallel, in worker processes of one thread each (default: one per core)",
+    )
     ap.add_argument(
         "--synthetic", action="store_true", help="a small random environment (smoke test only)"
     )
@@ -162,22 +233,21 @@ def main(argv: list[str] | None = None) -> int:
     fit_idx, val_idx = tuning_split(env)
     chosen: dict[str, Hparams] = {}
     tuning: dict[str, list[dict]] = {}
-    jobs = [] if args.no_tune else [(a, hp) for a in algorithms for hp in tuning_grid(a)]
-    for name, hp in tqdm(jobs, desc="tuning runs", unit="run"):
-        res = cache.get_or_run(
-            base_key
-            | {"role": "tune", "algorithm": name, "hp": asdict(hp), "budgets": tune_budgets},
-            lambda name=name, hp=hp: run(
-                env,
-                ALGORITHMS[name],
-                hp,
-                tune_budgets,
-                seed=TUNE_SEED,
-                train_idx=fit_idx,
-                eval_idx=val_idx,
-                setup=setup,
-            ),
-        )
+    grid = [] if args.no_tune else [(a, hp) for a in algorithms for hp in tuning_grid(a)]
+    tuned = cache.run_all(
+        env,
+        [
+            (
+                base_key
+                | {"role": "tune", "algorithm": name, "hp": asdict(hp), "budgets": tune_budgets},
+                Job(name, hp, tune_budgets, TUNE_SEED, fit_idx, val_idx, setup),
+            )
+            for name, hp in grid
+        ],
+        workers=args.jobs,
+        desc="tuning runs",
+    )
+    for (name, hp), res in zip(grid, tuned, strict=True):
         score = sum(p["win_rate"] for p in res) / len(res)
         tuning.setdefault(name, []).append({"hp": asdict(hp), "score": score})
     for name in algorithms:
@@ -189,32 +259,29 @@ def main(argv: list[str] | None = None) -> int:
 
     # Reported runs.
     train_idx, eval_idx = env.split("train"), env.split("eval")
-    runs: dict[str, list[list[dict]]] = {}
-    jobs = [(a, s) for a in algorithms for s in range(args.seeds)]
-    for name, seed in tqdm(jobs, desc="reported runs", unit="run"):
-        hp = chosen[name]
-        runs.setdefault(name, []).append(
-            cache.get_or_run(
+    reported = [(a, s) for a in algorithms for s in range(args.seeds)]
+    results_per_job = cache.run_all(
+        env,
+        [
+            (
                 base_key
                 | {
                     "role": "report",
                     "algorithm": name,
-                    "hp": asdict(hp),
+                    "hp": asdict(chosen[name]),
                     "budgets": budgets,
                     "seed": seed,
                 },
-                lambda name=name, hp=hp, seed=seed: run(
-                    env,
-                    ALGORITHMS[name],
-                    hp,
-                    budgets,
-                    seed=seed,
-                    train_idx=train_idx,
-                    eval_idx=eval_idx,
-                    setup=setup,
-                ),
+                Job(name, chosen[name], budgets, seed, train_idx, eval_idx, setup),
             )
-        )
+            for name, seed in reported
+        ],
+        workers=args.jobs,
+        desc="reported runs",
+    )
+    runs: dict[str, list[list[dict]]] = {}
+    for (name, _), res in zip(reported, results_per_job, strict=True):
+        runs.setdefault(name, []).append(res)
 
     table = report.match_table(runs)
     fits = {name: report.fit_power_law(report.mean_curve(c)) for name, c in runs.items()}

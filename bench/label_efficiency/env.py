@@ -50,7 +50,6 @@ class PoolEnv:
     description: dict | None = None
     references: list[str | None] | None = None  # [P] the oracle's reference answers
 
-
     def __post_init__(self) -> None:
         P, C, _ = self.features.shape
         if self.rewards.shape != (P, C):
@@ -243,7 +242,9 @@ def main(argv: list[str] | None = None) -> None:
         description="Compute and cache the learner features of the pool (one shard of them).",
     )
     ap.add_argument("--pool", type=Path, default=DEFAULT_POOL)
-    ap.add_argument("--shard", default="0/1", help="K/N: every N-th chunk of 64 rows, from the K-th")
+    ap.add_argument(
+        "--shard", default="0/1", help="K/N: every N-th chunk of 64 rows, from the K-th"
+    )
     args = ap.parse_args(argv)
     k, n = (int(x) for x in args.shard.split("/"))
     if not 0 <= k < n:

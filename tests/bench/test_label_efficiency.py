@@ -187,6 +187,19 @@ def test_cli_writes_results_and_resumes_from_its_run_cache(tmp_path, capsys):
     assert all(math.isfinite(f["b"]) for f in again["fit"].values())
 
 
+def test_cli_runs_in_worker_processes_give_the_results_of_one_process(tmp_path):
+    """--jobs 2 (spawned workers, one thread each) reproduces --jobs 1 exactly, tuning included."""
+    args = ["--synthetic", "--seeds", "2", "--min-labels", "16", "--max-labels", "32"]
+    args += ["--tune-max-labels", "16", "--algorithms", "offline,infomax"]
+    assert cli.main([*args, "--jobs", "1", "--out", str(tmp_path / "one")]) == 0
+    assert cli.main([*args, "--jobs", "2", "--out", str(tmp_path / "two")]) == 0
+    one, two = (json.loads((tmp_path / d / "results.json").read_text()) for d in ("one", "two"))
+    assert two["runs"] == one["runs"]
+    assert two["chosen"] == one["chosen"]
+    assert two["tuning"]["grid"] == one["tuning"]["grid"]
+    assert len((tmp_path / "two" / "runs.jsonl").read_text().splitlines()) == 2 * 9 + 2 * 2
+
+
 def test_cli_refuses_an_unknown_algorithm(tmp_path, capsys):
     with pytest.raises(SystemExit) as exc:
         cli.main(["--synthetic", "--algorithms", "offline,magic", "--out", str(tmp_path)])
