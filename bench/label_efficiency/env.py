@@ -156,7 +156,7 @@ def load_env(
     if features_file.exists():
         features = torch.load(features_file)
     else:
-        features = compute_features(flat_p, flat_r, featurizer, cache_dir).reshape(P, C, -1)
+        features = compute_features(flat_p, flat_r, featurizer, cache_dir, step=C).reshape(P, C, -1)
         torch.save(features, features_file)
 
     raw_dim = int(features.shape[-1])
@@ -205,14 +205,17 @@ def compute_features(
     featurizer: str,
     cache_dir: Path,
     *,
+    step: int,
     shard: tuple[int, int] = (0, 1),
 ) -> Tensor:
     """Learner features of each (prompt, response), with a progress bar; per-row disk cache
-    (`CachedFeaturizer`), so an interrupted run resumes where it stopped.
+    (`CachedFeaturizer`), so an interrupted run resumes where it stopped. Rows go to the
+    featurizer in chunks of `step` (the pool's responses per prompt: one chunk, one prompt,
+    whose tokens the featurizer then runs once for all its responses).
 
-    With ``shard=(k, n)`` only every n-th chunk of 64 rows, from the k-th, is computed (and
-    cached; the partial result is returned): n processes fill the cache in parallel, then
-    `load_env` finds every row there (`python -m bench.label_efficiency.env --shard k/n`)."""
+    With ``shard=(k, n)`` only every n-th chunk, from the k-th, is computed (and cached; the
+    partial result is returned): n processes fill the cache in parallel, then `load_env`
+    finds every row there (`python -m bench.label_efficiency.env --shard k/n`)."""
     from tqdm import tqdm
 
     from ml_worker.core.features import CachedFeaturizer, LMFeaturizer
@@ -225,10 +228,9 @@ def compute_features(
     model, tokenizer = load_smollm2(ROOT / DEFAULT_CACHE_DIR)
     cached = CachedFeaturizer(LMFeaturizer(model, tokenizer), cache_dir / "feature-rows")
     out = []
-    step = 64
     k, n = shard
     starts = list(range(0, len(prompts), step))[k::n]
-    for start in tqdm(starts, desc="learner features", unit="x64 rows"):
+    for start in tqdm(starts, desc="learner features", unit="prompt"):
         out.append(cached.embed(prompts[start : start + step], responses[start : start + step]))
     return torch.cat(out)
 
@@ -242,9 +244,7 @@ def main(argv: list[str] | None = None) -> None:
         description="Compute and cache the learner features of the pool (one shard of them).",
     )
     ap.add_argument("--pool", type=Path, default=DEFAULT_POOL)
-    ap.add_argument(
-        "--shard", default="0/1", help="K/N: every N-th chunk of 64 rows, from the K-th"
-    )
+    ap.add_argument("--shard", default="0/1", help="K/N: every N-th prompt, from the K-th")
     args = ap.parse_args(argv)
     k, n = (int(x) for x in args.shard.split("/"))
     if not 0 <= k < n:
@@ -252,7 +252,8 @@ def main(argv: list[str] | None = None) -> None:
     rows = read_pool(args.pool)
     flat_p = [r["prompt"] for r in rows for _ in r["responses"]]
     flat_r = [resp["text"] for r in rows for resp in r["responses"]]
-    compute_features(flat_p, flat_r, "smollm2", CACHE_DIR, shard=(k, n))
+    step = len(rows[0]["responses"])
+    compute_features(flat_p, flat_r, "smollm2", CACHE_DIR, step=step, shard=(k, n))
     print(f"shard {k}/{n} of {len(flat_r)} rows cached under {CACHE_DIR / 'feature-rows'}")
 
 

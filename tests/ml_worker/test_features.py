@@ -86,12 +86,44 @@ def test_padding_does_not_change_a_rows_features(tiny, padding_side: str) -> Non
 
 def test_features_keep_the_input_order_across_batches(tiny) -> None:
     model, tokenizer = tiny
-    feat = LMFeaturizer(model, tokenizer, batch_size=3)
+    feat = LMFeaturizer(model, tokenizer, batch_size=3, share_prompts=False)
     prompts, responses = PROMPTS * 2, RESPONSES[::-1] * 2
     out = feat.embed(prompts, responses)
     reversed_out = feat.embed(prompts[::-1], responses[::-1])
     torch.testing.assert_close(out, reversed_out.flip(0), atol=1e-5, rtol=1e-4)
     assert feat.forward_calls == 6
+
+
+def test_rows_of_one_prompt_run_its_tokens_once_with_the_same_features(tiny) -> None:
+    """Sharing a prompt's tokens changes the work, not the features: 7 responses to one prompt
+    and one each to two others, mixed, against the same rows computed one by one."""
+    model, tokenizer = tiny
+    long_prompt = "Explain why the sky is blue, in three sentences, to a child of ten."
+    prompts = [long_prompt] * 4 + ["hi"] + [long_prompt] * 3 + ["yo"]
+    responses = ["Light scatters.", "", "Because of air.", "Blue light bounces more off air"]
+    responses += ["hello", "Rayleigh", "It just is", "Sunlight has all colours.", "hey"]
+    shared = LMFeaturizer(model, tokenizer, batch_size=4)
+    plain = LMFeaturizer(model, tokenizer, batch_size=4, share_prompts=False)
+    alone = LMFeaturizer(model, tokenizer, batch_size=1, share_prompts=False)
+    got = shared.embed(prompts, responses)
+    expected = torch.cat([alone.embed([p], [r]) for p, r in zip(prompts, responses, strict=True)])
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(plain.embed(prompts, responses), expected, atol=1e-5, rtol=1e-4)
+
+    ids = shared.tokenize(prompts, responses)
+    long_rows = [row for row, p in zip(ids, prompts, strict=True) if p == long_prompt]
+    prefix = next(k for k in range(len(long_rows[0])) if len({r[k] for r in long_rows}) > 1)
+    assert prefix >= shared.min_shared_tokens
+    # The long prompt's prefix ran once, then only the responses' own tokens, in 2 batches
+    # of 4 and 3 padded to their longest; the two rows alone with their prompts ran as one
+    # plain batch.
+    suffixes = sorted(len(r) - prefix for r in long_rows)
+    short = [row for row, p in zip(ids, prompts, strict=True) if p != long_prompt]
+    assert shared.tokens_run == (
+        prefix + 4 * suffixes[3] + 3 * suffixes[6] + 2 * max(len(r) for r in short)
+    )
+    assert shared.forward_calls == 1 + 2 + 1
+    assert shared.tokens_run < plain.tokens_run
 
 
 def test_it_truncates_from_the_left_so_the_response_end_is_kept(tiny) -> None:
