@@ -114,6 +114,8 @@ class RunCache:
         else:
             # spawn, not fork: a forked child of a process that used torch's thread pool can hang.
             ctx = multiprocessing.get_context("spawn")
+            # Refits make offline and periodic runs the longest: start them first.
+            todo.sort(key=lambda item: ALGORITHMS[item[1].algorithm].schedule == "online")
             with ProcessPoolExecutor(
                 min(workers, len(todo)), mp_context=ctx, initializer=_init_worker, initargs=(env,)
             ) as pool:
