@@ -168,16 +168,17 @@ class LMFeaturizer:
             groups.setdefault(prompt, []).append(i)
         with self._inference():
             for rows in groups.values():
-                shared = _shared_prefix([ids[i] for i in rows]) if len(rows) > 1 else 0
-                if not self.share_prompts or shared < self.min_shared_tokens:
+                share = self.share_prompts and len(rows) > 1
+                shared = _shared_prefix([ids[i] for i in rows]) if share else 0
+                if shared < self.min_shared_tokens:
                     alone.extend(rows)
                     continue
                 prefix = torch.tensor([ids[rows[0]][:shared]], dtype=torch.long)
                 self.tokens_run += shared
                 cache = self._decoder(input_ids=prefix.to(self._device), use_cache=True).cache
                 self.forward_calls += 1
-                self._batches(out, rows, [row[shared:] for row in ids], (cache, shared))
-            self._batches(out, alone, ids, None)
+                self._batches(out, rows, [ids[i][shared:] for i in rows], (cache, shared))
+            self._batches(out, alone, [ids[i] for i in alone], None)
         return out
 
     @property
@@ -195,13 +196,13 @@ class LMFeaturizer:
             self.model.train(was_training)
 
     def _batches(
-        self, out: Tensor, rows: list[int], ids: list[list[int]], prefix: tuple[Any, int] | None
+        self, out: Tensor, rows: list[int], tokens: list[list[int]], prefix: tuple[Any, int] | None
     ) -> None:
-        """``out[rows]`` from ``ids[rows]``, in length-sorted batches of ``batch_size``."""
-        order = sorted(rows, key=lambda i: len(ids[i]))
+        """``out[rows[j]]`` from ``tokens[j]``, in length-sorted batches of ``batch_size``."""
+        order = sorted(range(len(rows)), key=lambda j: len(tokens[j]))
         for start in range(0, len(order), self.batch_size):
             chunk = order[start : start + self.batch_size]
-            out[chunk] = self._forward([ids[i] for i in chunk], prefix)
+            out[[rows[j] for j in chunk]] = self._forward([tokens[j] for j in chunk], prefix)
 
     def _forward(self, rows: list[list[int]], prefix: tuple[Any, int] | None = None) -> Tensor:
         """Padded forward of one batch -> ``[n, dim]`` last-token hidden states.
