@@ -2,12 +2,14 @@
 
 import json
 import math
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 
-from bench.label_efficiency import __main__ as cli
-from bench.label_efficiency import report, sim
+from bench.label_efficiency import cli, report, sim
 from bench.label_efficiency.env import PoolEnv
 from ml_worker.core.evaluation import exact_pair_win_probs
 
@@ -198,6 +200,24 @@ def test_cli_runs_in_worker_processes_give_the_results_of_one_process(tmp_path):
     assert two["chosen"] == one["chosen"]
     assert two["tuning"]["grid"] == one["tuning"]["grid"]
     assert len((tmp_path / "two" / "runs.jsonl").read_text().splitlines()) == 2 * 9 + 2 * 2
+
+
+def test_the_command_line_entry_point_runs_jobs_in_worker_processes(tmp_path):
+    """`python -m bench.label_efficiency --jobs 2`, as a user types it: the spawned workers must
+    import the jobs' code from a module other than the package's `__main__`."""
+    root = Path(__file__).resolve().parents[2]
+    args = ["--synthetic", "--seeds", "1", "--min-labels", "16", "--max-labels", "16"]
+    args += ["--no-tune", "--algorithms", "offline,online", "--jobs", "2", "--out", str(tmp_path)]
+    proc = subprocess.run(
+        [sys.executable, "-m", "bench.label_efficiency", *args],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert set(results["runs"]) == {"offline", "online"}
 
 
 def test_cli_refuses_an_unknown_algorithm(tmp_path, capsys):
