@@ -375,4 +375,3 @@ def markdown(results: dict) -> str:
             f"| {'n/a' if fit['a'] is None else format(fit['a'], '.3g')} | {fit['b']:.3g} |"
         )
     return "\n".join(lines) + "\n"
-
