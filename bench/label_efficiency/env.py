@@ -148,7 +148,11 @@ def load_env(
 
         oracle = OracleJudge(temperature=ORACLE_TEMPERATURE)
         refs = [references.get(r["prompt_id"]) for r in rows for _ in r["responses"]]
-        print(f"oracle rewards for {len(flat_r)} responses (all-MiniLM-L6-v2) ...", flush=True)
+        print(
+            f"oracle rewards for {len(flat_r)} responses (all-MiniLM-L6-v2; one batch, about "
+            f"{len(flat_r) / 4000:.0f} min on 2 CPU cores, cached afterwards) ...",
+            flush=True,
+        )
         rewards = oracle.reward(flat_p, flat_r, refs).reshape(P, C)
         torch.save(rewards, rewards_file)
 
