@@ -191,6 +191,9 @@ SPECTACULAR_SETTINGS = {
 
 # --- Labeling rules -----------------------------------------------------------------------
 LEASE_SECONDS = env_int("LEASE_SECONDS", 300, minimum=10)
+# An annotator may take back their last label this long after giving it (0: never), as
+# long as no round has consumed it.
+LABEL_UNDO_SECONDS = env_int("LABEL_UNDO_SECONDS", 30, minimum=0)
 RATIONALE_MAX_LENGTH = 2000  # documented in the API schema and README
 
 # --- Celery -------------------------------------------------------------------------------

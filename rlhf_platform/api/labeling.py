@@ -1,4 +1,4 @@
-"""Labeling endpoints: next comparison, submit a label, skip, renew.
+"""Labeling endpoints: next comparison, submit a label, undo it, skip, renew.
 
 An annotator only ever sees the two responses in the order of their lease: ``response_a``
 is the one shown first, and a ``choice`` of ``"A"`` means that one. Which response is the
@@ -27,6 +27,7 @@ from rlhf_platform.labeling.services import (
     NothingToLabel,
     comparison_next,
     label_submit,
+    label_undo,
     lease_renew,
     lease_skip,
 )
@@ -224,3 +225,30 @@ class LeaseRenewApi(ApiView):
     def post(self, request: Request, lease_id: int) -> Response:
         lease = lease_renew(annotator=request.user, lease_id=lease_id)
         return Response(self.OutputSerializer(lease).data)
+
+
+class LabelUndoApi(ApiView):
+    @extend_schema(
+        tags=TAG,
+        operation_id="labels_undo",
+        summary="Take back your last label (within LABEL_UNDO_SECONDS, default 30 s)",
+        description="Only the caller's most recent label of its campaign, within the undo "
+        "window, and only while no round has consumed it (its round is still labeling). "
+        "The label is deleted, the budget credited back (a correction in the ledger), and "
+        "the comparison is leased to the caller again: the answer is the reopened lease, "
+        "like `next`. A live lease the caller held on another pair goes back to the queue.",
+        request=None,
+        responses={
+            200: LeasedOutputSerializer,
+            **error_responses(
+                body=False,
+                e404="`label_not_found` (unknown, or another annotator's label)",
+                e409="`undo_window_passed`, `undo_not_last`, `undo_label_consumed`, "
+                "`comparison_expired`",
+            ),
+        },
+    )
+    def post(self, request: Request, label_id: int) -> Response:
+        lease = label_undo(annotator=request.user, label_id=label_id)
+        body = {"status": LEASED, **lease_display(lease)}
+        return Response(LeasedOutputSerializer(body).data)

@@ -44,6 +44,7 @@ v1 = [
         name="comparison-next",
     ),
     path("leases/<int:lease_id>/label/", labeling.LabelSubmitApi.as_view(), name="lease-label"),
+    path("labels/<int:label_id>/undo/", labeling.LabelUndoApi.as_view(), name="label-undo"),
     path("leases/<int:lease_id>/skip/", labeling.LeaseSkipApi.as_view(), name="lease-skip"),
     path("leases/<int:lease_id>/renew/", labeling.LeaseRenewApi.as_view(), name="lease-renew"),
     path(

@@ -129,6 +129,27 @@ class Membership(models.Model):
         return f"{self.user} in {self.campaign}"
 
 
+class Invite(models.Model):
+    """A link that makes whoever opens it (logged in) a member of the campaign, until it
+    expires or is revoked. Only a hash of the token is stored."""
+
+    campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="invites")
+    token_hash = models.CharField(max_length=64, unique=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="+"
+    )
+    expires_at = models.DateTimeField()
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    uses = models.PositiveIntegerField(default=0)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"invite to {self.campaign} until {self.expires_at:%Y-%m-%d %H:%M}"
+
+
 class Split(models.TextChoices):
     TRAIN = "train", "Train"
     EVAL = "eval", "Eval"

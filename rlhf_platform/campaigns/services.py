@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import csv
+import datetime as dt
+import hashlib
 import io
 import json
+import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
 from django.db import transaction
+from django.db.models import F
+from django.utils import timezone
 
 from rlhf_platform.accounts.models import User
 from rlhf_platform.budgets.models import Budget
@@ -19,12 +24,13 @@ from rlhf_platform.campaigns.models import (
     AcquisitionRule,
     Campaign,
     CampaignState,
+    Invite,
     Membership,
     Prompt,
     Response,
     Split,
 )
-from rlhf_platform.errors import Conflict, InvalidInput, PermissionDenied
+from rlhf_platform.errors import Conflict, InvalidInput, NotFound, PermissionDenied
 from rlhf_platform.labeling.models import Comparison
 from rlhf_platform.rounds import dispatch
 
@@ -79,6 +85,57 @@ def campaign_create(
 def campaign_add_member(*, campaign: Campaign, user: User) -> Membership:
     membership, _ = Membership.objects.get_or_create(campaign=campaign, user=user)
     return membership
+
+
+@transaction.atomic
+def campaign_remove_member(*, campaign: Campaign, user: User) -> bool:
+    """Remove ``user`` from the campaign; their live leases there go back to the queue.
+    Their labels stay. Returns whether they were a member."""
+    from rlhf_platform.labeling.services import leases_release_for
+
+    deleted, _ = Membership.objects.filter(campaign=campaign, user=user).delete()
+    leases_release_for(annotator=user, campaign_id=campaign.pk)
+    return bool(deleted)
+
+
+def _invite_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def invite_create(*, campaign: Campaign, created_by: User, hours: int) -> tuple[Invite, str]:
+    """A new invite link's row and its secret token (shown once; only its hash is kept)."""
+    if not 1 <= hours <= 24 * 30:
+        raise InvalidInput("An invite lasts 1 hour to 30 days.", code="invalid_invite_hours")
+    token = secrets.token_urlsafe(24)
+    invite = Invite.objects.create(
+        campaign=campaign,
+        token_hash=_invite_hash(token),
+        created_by=created_by,
+        expires_at=timezone.now() + dt.timedelta(hours=hours),
+    )
+    return invite, token
+
+
+@transaction.atomic
+def invite_accept(*, token: str, user: User) -> Campaign:
+    """Make ``user`` a member of the invite's campaign, if the link is still valid."""
+    invite = (
+        Invite.objects.select_for_update()
+        .select_related("campaign")
+        .filter(token_hash=_invite_hash(token))
+        .first()
+    )
+    if invite is None or invite.revoked_at is not None:
+        raise NotFound("This invite link is not valid.", code="invite_not_found")
+    if invite.expires_at <= timezone.now():
+        raise Conflict("This invite link has expired; ask for a new one.", code="invite_expired")
+    campaign_add_member(campaign=invite.campaign, user=user)
+    Invite.objects.filter(pk=invite.pk).update(uses=F("uses") + 1)
+    return invite.campaign
+
+
+def invite_revoke(*, invite: Invite) -> None:
+    Invite.objects.filter(pk=invite.pk, revoked_at__isnull=True).update(revoked_at=timezone.now())
 
 
 def campaign_set_state(*, campaign: Campaign, action: str) -> Campaign:

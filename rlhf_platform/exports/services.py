@@ -77,7 +77,8 @@ def _labels(campaign: Campaign, source: str):
         raise InvalidInput(
             f"Unknown source {source!r}; use {', '.join(LABEL_SOURCES)}.", code="invalid_source"
         )
-    qs = Label.objects.filter(campaign=campaign)
+    # A label a researcher flagged is left out of every export (and of training).
+    qs = Label.objects.filter(campaign=campaign, flagged_at__isnull=True)
     if source != "all":
         qs = qs.filter(source=source)
     return qs.order_by("id")

@@ -1,4 +1,5 @@
-"""The audit log of the admin actions (pausing a campaign, changing its caps)."""
+"""The audit log of the researchers' and admins' actions on a campaign (state changes,
+caps, members, invite links, label flags)."""
 
 from __future__ import annotations
 
@@ -9,9 +10,16 @@ from rlhf_platform.campaigns.models import Campaign
 
 
 class AuditAction(models.TextChoices):
+    START = "start", "Started the campaign"
     PAUSE = "pause", "Paused the campaign"
     RESUME = "resume", "Resumed the campaign"
+    FINISH = "finish", "Finished the campaign"
     CHANGE_CAPS = "change_caps", "Changed the budget caps"
+    FLAG_LABEL = "flag_label", "Flagged a label"
+    UNFLAG_LABEL = "unflag_label", "Removed a label's flag"
+    ADD_MEMBER = "add_member", "Added a member"
+    REMOVE_MEMBER = "remove_member", "Removed a member"
+    INVITE = "invite", "Created an invite link"
 
 
 class AuditEntry(models.Model):

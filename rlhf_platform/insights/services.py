@@ -1,4 +1,6 @@
-"""Admin actions on a campaign, each written together with its audit log entry."""
+"""Researcher and admin actions on a campaign, each written together with its audit log
+entry in one transaction (a refused action leaves no entry): state changes, caps, members,
+invite links, label flags."""
 
 from __future__ import annotations
 
@@ -6,14 +8,23 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from django.db import transaction
+from django.utils import timezone
 
 from rlhf_platform.accounts.models import User
 from rlhf_platform.budgets.services import budget_lock
-from rlhf_platform.campaigns.models import Campaign
+from rlhf_platform.campaigns.models import Campaign, Invite
 from rlhf_platform.campaigns.selectors import can_manage
-from rlhf_platform.campaigns.services import campaign_set_state
-from rlhf_platform.errors import InvalidInput, PermissionDenied
+from rlhf_platform.campaigns.services import (
+    STATE_ACTIONS,
+    campaign_add_member,
+    campaign_remove_member,
+    campaign_set_state,
+    invite_create,
+    invite_revoke,
+)
+from rlhf_platform.errors import InvalidInput, NotFound, PermissionDenied
 from rlhf_platform.insights.models import AuditAction, AuditEntry
+from rlhf_platform.labeling.models import Label
 
 CAP_FIELDS = ("label_cap", "cost_cap", "annotator_daily_cap", "warn_fraction")
 
@@ -24,14 +35,16 @@ def _check_manager(actor: User, campaign: Campaign) -> None:
 
 
 @transaction.atomic
-def campaign_pause_audited(*, actor: User, campaign: Campaign, action: str) -> Campaign:
-    """Pause or resume ``campaign`` (see ``campaign_set_state``) and log who did it.
-
-    The audit entry is written in the same transaction: a refused transition leaves none.
-    """
+def campaign_state_audited(*, actor: User, campaign: Campaign, action: str) -> Campaign:
+    """Start, pause, resume or finish ``campaign`` (see ``campaign_set_state``) and log who
+    did it. The audit entry is written in the same transaction: a refused transition
+    leaves none."""
     _check_manager(actor, campaign)
-    if action not in (AuditAction.PAUSE, AuditAction.RESUME):
-        raise InvalidInput("Use pause or resume.", code="invalid_action")
+    if action not in STATE_ACTIONS:
+        raise InvalidInput(
+            f"Unknown action {action!r}; use one of {', '.join(STATE_ACTIONS)}.",
+            code="invalid_action",
+        )
     before = campaign.state
     campaign = campaign_set_state(campaign=campaign, action=action)
     AuditEntry.objects.create(
@@ -42,6 +55,102 @@ def campaign_pause_audited(*, actor: User, campaign: Campaign, action: str) -> C
         after={"state": campaign.state},
     )
     return campaign
+
+
+def campaign_pause_audited(*, actor: User, campaign: Campaign, action: str) -> Campaign:
+    """Pause or resume only (the budget page's buttons)."""
+    if action not in (AuditAction.PAUSE, AuditAction.RESUME):
+        raise InvalidInput("Use pause or resume.", code="invalid_action")
+    return campaign_state_audited(actor=actor, campaign=campaign, action=action)
+
+
+@transaction.atomic
+def member_add_audited(*, actor: User, campaign: Campaign, user: User) -> bool:
+    """Add ``user`` to the campaign; returns False (and logs nothing) if already a member."""
+    _check_manager(actor, campaign)
+    if campaign.memberships.filter(user=user).exists():
+        return False
+    campaign_add_member(campaign=campaign, user=user)
+    AuditEntry.objects.create(
+        actor=actor, campaign=campaign, action=AuditAction.ADD_MEMBER, after={"user": user.username}
+    )
+    return True
+
+
+@transaction.atomic
+def member_remove_audited(*, actor: User, campaign: Campaign, user: User) -> None:
+    _check_manager(actor, campaign)
+    if not campaign_remove_member(campaign=campaign, user=user):
+        raise NotFound(f"{user.username} is not a member.", code="not_a_member")
+    AuditEntry.objects.create(
+        actor=actor,
+        campaign=campaign,
+        action=AuditAction.REMOVE_MEMBER,
+        before={"user": user.username},
+    )
+
+
+@transaction.atomic
+def invite_create_audited(*, actor: User, campaign: Campaign, hours: int) -> tuple[Invite, str]:
+    """A new invite link (its token is returned once) and the audit entry."""
+    _check_manager(actor, campaign)
+    invite, token = invite_create(campaign=campaign, created_by=actor, hours=hours)
+    AuditEntry.objects.create(
+        actor=actor,
+        campaign=campaign,
+        action=AuditAction.INVITE,
+        after={"invite": invite.pk, "expires_at": invite.expires_at.isoformat()},
+    )
+    return invite, token
+
+
+@transaction.atomic
+def invite_revoke_audited(*, actor: User, campaign: Campaign, invite_id: int) -> None:
+    _check_manager(actor, campaign)
+    invite = Invite.objects.filter(pk=invite_id, campaign=campaign).first()
+    if invite is None:
+        raise NotFound("No such invite.", code="invite_not_found")
+    invite_revoke(invite=invite)
+    AuditEntry.objects.create(
+        actor=actor,
+        campaign=campaign,
+        action=AuditAction.INVITE,
+        before={"invite": invite.pk},
+        after={"revoked": True},
+    )
+
+
+@transaction.atomic
+def label_flag_set(
+    *, actor: User, campaign: Campaign, label_id: int, flagged: bool, reason: str = ""
+) -> Label:
+    """Flag a label (left out of training and exports from now on) or remove its flag.
+
+    Reversible and audited; flagging a flagged label (or unflagging an unflagged one)
+    changes nothing and logs nothing. Rounds already trained keep what they learned.
+    """
+    _check_manager(actor, campaign)
+    label = Label.objects.select_for_update().filter(pk=label_id, campaign=campaign).first()
+    if label is None:
+        raise NotFound("No such label.", code="label_not_found")
+    if len(reason) > 200:
+        raise InvalidInput("The reason is at most 200 characters.", code="invalid_reason")
+    if bool(label.flagged_at) == flagged:
+        return label
+    before = {"label": label.pk, "flagged": bool(label.flagged_at), "reason": label.flag_reason}
+    if flagged:
+        label.flagged_at, label.flagged_by, label.flag_reason = timezone.now(), actor, reason
+    else:
+        label.flagged_at, label.flagged_by, label.flag_reason = None, None, ""
+    label.save(update_fields=["flagged_at", "flagged_by", "flag_reason"])
+    AuditEntry.objects.create(
+        actor=actor,
+        campaign=campaign,
+        action=AuditAction.FLAG_LABEL if flagged else AuditAction.UNFLAG_LABEL,
+        before=before,
+        after={"label": label.pk, "flagged": flagged, "reason": label.flag_reason},
+    )
+    return label
 
 
 def _json(value: Any) -> Any:

@@ -165,6 +165,17 @@ class Label(models.Model):
     idempotency_key = models.CharField(max_length=100)
     cost = models.DecimalField(max_digits=12, decimal_places=6, default=0)
     created_at = models.DateTimeField(auto_now_add=True)
+    # A researcher's flag (reversible, audited): a flagged label stays in the database and
+    # in the label browser, but training and exports leave it out.
+    flagged_at = models.DateTimeField(null=True, blank=True)
+    flagged_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    flag_reason = models.CharField(max_length=200, blank=True)
 
     class Meta:
         ordering = ["-created_at"]

@@ -19,13 +19,14 @@ from django.db.models import F
 from django.utils import timezone
 
 from rlhf_platform.accounts.models import User
+from rlhf_platform.budgets.models import Budget, LedgerEntry
 from rlhf_platform.budgets.services import (
     budget_debit,
     budget_lock,
     budget_refusal,
     unit_cost,
 )
-from rlhf_platform.campaigns.models import Campaign, CampaignState
+from rlhf_platform.campaigns.models import Campaign, CampaignState, Round, RoundState
 from rlhf_platform.errors import Conflict, InvalidInput, NotFound
 from rlhf_platform.labeling.models import (
     Choice,
@@ -302,6 +303,107 @@ class _LeaseExpired(Conflict):
         super().__init__("Your lease on this comparison expired; ask for the next comparison.")
 
 
+def last_undoable_label(*, annotator: User, campaign_id: int) -> Label | None:
+    """The annotator's most recent label in the campaign if it may still be undone (within
+    ``LABEL_UNDO_SECONDS``, its round still labeling); the page offers "undo" for it."""
+    window = settings.LABEL_UNDO_SECONDS
+    if not window:
+        return None
+    label = (
+        Label.objects.filter(
+            annotator=annotator,
+            campaign_id=campaign_id,
+            source=LabelSource.HUMAN,
+            created_at__gt=timezone.now() - dt.timedelta(seconds=window),
+        )
+        .select_related("comparison__round")
+        .order_by("-created_at", "-id")
+        .first()
+    )
+    if label is None:
+        return None
+    rnd = label.comparison.round
+    if rnd is not None and rnd.state != RoundState.LABELING:
+        return None
+    return label
+
+
+@transaction.atomic
+def label_undo(*, annotator: User, label_id: int) -> Lease:
+    """Take back the annotator's own last label and hand its comparison back to them.
+
+    Allowed within ``LABEL_UNDO_SECONDS`` of the label, for the annotator's most recent
+    label in that campaign, while no round has consumed it (its round, if any, is still
+    labeling: the round row is locked, so the worker's claim of the round waits for this
+    transaction). The label is deleted; the budget is credited back with a correction entry
+    in the ledger (the original debit stays, detached from the deleted label); the label's
+    lease becomes live again (a fresh expiry), and any other live lease of the annotator in
+    the campaign goes back to the queue. Returns the reopened lease.
+    """
+    label = (
+        Label.objects.select_for_update()
+        .filter(pk=label_id, annotator=annotator, source=LabelSource.HUMAN)
+        .first()
+    )
+    if label is None:
+        raise NotFound("No such label.", code="label_not_found")
+    now = timezone.now()
+    window = settings.LABEL_UNDO_SECONDS
+    if not window or label.created_at <= now - dt.timedelta(seconds=window):
+        raise Conflict(
+            f"A label can be undone within {window} seconds only.", code="undo_window_passed"
+        )
+    newer = Label.objects.filter(
+        annotator=annotator, campaign_id=label.campaign_id, created_at__gt=label.created_at
+    ).exists()
+    if newer:
+        raise Conflict("Only your last label can be undone.", code="undo_not_last")
+    if label.lease_id is None:
+        raise Conflict("This label has no lease to reopen.", code="undo_not_possible")
+    comparison = Comparison.objects.select_for_update().get(pk=label.comparison_id)
+    if comparison.round_id is not None:
+        rnd = Round.objects.select_for_update().get(pk=comparison.round_id)
+        if rnd.state != RoundState.LABELING:
+            raise Conflict("The round has already used this label.", code="undo_label_consumed")
+    if comparison.state == ComparisonState.EXPIRED:
+        raise Conflict("This comparison's round has closed.", code="comparison_expired")
+    # The annotator's live lease (the next pair shown after the label) goes back to the
+    # queue, unlabeled and not skipped: they will be served it again later.
+    for live in Lease.objects.select_for_update().filter(
+        annotator=annotator, campaign_id=label.campaign_id, state=LeaseState.ACTIVE
+    ):
+        _close_lease(live, LeaseState.EXPIRED, now)
+    comparison.refresh_from_db()
+    comparison.labels_count = max(0, comparison.labels_count - 1)
+    comparison.leased_count += 1
+    comparison.state = _comparison_state(comparison)
+    comparison.save(update_fields=["labels_count", "leased_count", "state", "updated_at"])
+    Lease.objects.filter(pk=label.lease_id).update(
+        state=LeaseState.ACTIVE,
+        closed_at=None,
+        expires_at=now + dt.timedelta(seconds=settings.LEASE_SECONDS),
+    )
+    budget = budget_lock(campaign_id=label.campaign_id)
+    entry = LedgerEntry.objects.filter(label=label).first()
+    if entry is not None:
+        amount = entry.amount
+        LedgerEntry.objects.filter(pk=entry.pk).update(label=None)
+        LedgerEntry.objects.create(
+            budget=budget,
+            source=entry.source,
+            annotator=annotator,
+            labels=-1,
+            amount=-amount,
+            note=f"undo of label {label.pk} (debit {entry.pk})",
+        )
+        Budget.objects.filter(pk=budget.pk).update(
+            labels_spent=F("labels_spent") - 1, cost_spent=F("cost_spent") - amount
+        )
+    lease_id = label.lease_id
+    label.delete()
+    return Lease.objects.select_related(*_DISPLAY).get(pk=lease_id)
+
+
 @transaction.atomic
 def lease_skip(*, annotator: User, lease_id: int) -> Lease:
     """Give the comparison back; this annotator is not shown it again."""
@@ -310,6 +412,17 @@ def lease_skip(*, annotator: User, lease_id: int) -> Lease:
         raise Conflict(f"This lease is already {lease.state}.", code="lease_closed")
     _close_lease(lease, LeaseState.SKIPPED, timezone.now())
     return lease
+
+
+def leases_release_for(*, annotator: User, campaign_id: int) -> int:
+    """Put the annotator's live leases in the campaign back in the queue (they left it)."""
+    released = 0
+    for lease in Lease.objects.select_for_update().filter(
+        annotator=annotator, campaign_id=campaign_id, state=LeaseState.ACTIVE
+    ):
+        _close_lease(lease, LeaseState.EXPIRED, timezone.now())
+        released += 1
+    return released
 
 
 @transaction.atomic

@@ -632,7 +632,7 @@ def _label_features(featurizer: Any, labels: list[Label]) -> tuple[torch.Tensor,
 
 def _labels_q(**filters: Any):
     return (
-        Label.objects.filter(**filters)
+        Label.objects.filter(**filters, flagged_at__isnull=True)  # flagged: left out
         .select_related("comparison__response_a__prompt", "comparison__response_b__prompt")
         .order_by("id")
     )
@@ -769,7 +769,12 @@ def _incremental_policy_step(
     position = {r.pk: (i, j) for i, g in enumerate(groups) for j, r in enumerate(g)}
     labeled = (
         Comparison.objects.filter(round=rnd)
-        .annotate(n=Count("labels", filter=~Q(labels__choice="both_bad")))
+        .annotate(
+            n=Count(
+                "labels",
+                filter=~Q(labels__choice="both_bad") & Q(labels__flagged_at__isnull=True),
+            )
+        )
         .filter(n__gt=0)
     )
     pairs = {

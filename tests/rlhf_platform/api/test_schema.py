@@ -19,6 +19,7 @@ V1_OPERATIONS = {
     ("/api/v1/campaigns/{campaign_id}/progress/", "get"),
     ("/api/v1/campaigns/{campaign_id}/next/", "post"),
     ("/api/v1/leases/{lease_id}/label/", "post"),
+    ("/api/v1/labels/{label_id}/undo/", "post"),
     ("/api/v1/leases/{lease_id}/skip/", "post"),
     ("/api/v1/leases/{lease_id}/renew/", "post"),
     ("/api/v1/campaigns/{campaign_id}/rounds/", "get"),
