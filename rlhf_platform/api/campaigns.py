@@ -14,12 +14,12 @@ from rest_framework.response import Response
 
 from rlhf_platform.api.common import (
     ApiView,
-    JsonObjectField,
     enum_string_field,
     error_responses,
 )
 from rlhf_platform.api.permissions import require_researcher
 from rlhf_platform.budgets.selectors import budget_status
+from rlhf_platform.campaigns.definition import CampaignDefinition
 from rlhf_platform.campaigns.models import (
     AcquisitionRule,
     Algorithm,
@@ -44,8 +44,6 @@ from rlhf_platform.errors import InvalidInput
 from rlhf_platform.exports.services import prompts_import_file
 
 TAG = ["campaigns"]
-INT32_MAX = 2**31 - 1
-INT64_MAX = 2**63 - 1
 # An import is parsed whole, in memory, inside one transaction: 20 MB is ~100k prompts.
 IMPORT_MAX_BYTES = 20 * 1024 * 1024
 IMPORT_FORMATS = ["jsonl", "csv", "parquet"]
@@ -98,45 +96,8 @@ class CampaignListCreateApi(ApiView):
         created_at = serializers.DateTimeField()
 
     @extend_schema_serializer(component_name="CampaignCreate")
-    class CreateInputSerializer(serializers.Serializer):
-        name = serializers.CharField(max_length=200)
-        description = serializers.CharField(required=False, allow_blank=True)
-        guidelines = serializers.CharField(
-            required=False, allow_blank=True, help_text="Shown to annotators beside each pair."
-        )
-        algorithm = serializers.ChoiceField(choices=Algorithm.choices, required=False)
-        feedback_mode = serializers.ChoiceField(choices=FeedbackMode.choices, required=False)
-        acquisition_rule = serializers.ChoiceField(choices=AcquisitionRule.choices, required=False)
-        prompts_per_round = serializers.IntegerField(
-            min_value=1, max_value=INT32_MAX, required=False
-        )
-        responses_per_prompt = serializers.IntegerField(
-            min_value=2, max_value=INT32_MAX, required=False
-        )
-        labels_per_comparison = serializers.IntegerField(
-            min_value=1, max_value=32767, required=False, help_text="Overlap."
-        )
-        seed = serializers.IntegerField(
-            min_value=-INT64_MAX - 1, max_value=INT64_MAX, required=False
-        )
-        judge_config = JsonObjectField(required=False)
-        policy_config = JsonObjectField(required=False)
-        reward_config = JsonObjectField(required=False)
-        label_cap = serializers.IntegerField(
-            min_value=0, max_value=INT32_MAX, required=False, allow_null=True
-        )
-        cost_cap = serializers.DecimalField(
-            max_digits=12, decimal_places=4, min_value=0, required=False, allow_null=True
-        )
-        annotator_daily_cap = serializers.IntegerField(
-            min_value=0, max_value=INT32_MAX, required=False, allow_null=True
-        )
-        human_label_cost = serializers.DecimalField(
-            max_digits=12, decimal_places=6, min_value=0, required=False
-        )
-        judge_call_cost = serializers.DecimalField(
-            max_digits=12, decimal_places=6, min_value=0, required=False
-        )
+    class CreateInputSerializer(CampaignDefinition):
+        """The one campaign definition (``rlhf_platform.campaigns.definition``)."""
 
     pagination_class = LimitOffsetPagination
 

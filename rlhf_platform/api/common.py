@@ -19,7 +19,6 @@ from rest_framework.parsers import JSONParser
 from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.views import APIView
 
-from rlhf_platform.campaigns.services import has_nul
 from rlhf_platform.errors import NotFound
 
 
@@ -69,17 +68,6 @@ def error_responses(*, body: bool = True, **codes_by_status: str) -> dict[int, O
         status: OpenApiResponse(response=ErrorSerializer, description=text)
         for status, text in sorted(descriptions.items())
     }
-
-
-class JsonObjectField(serializers.DictField):
-    """A JSON object to store in a ``JSONField``: refuses U+0000 in any key or string,
-    which PostgreSQL's jsonb cannot hold (the insert would be a server error)."""
-
-    def to_internal_value(self, data):
-        value = super().to_internal_value(data)
-        if has_nul(value):
-            raise serializers.ValidationError("Null characters are not allowed.")
-        return value
 
 
 def enum_string_field(values: list[str], **kwargs) -> serializers.CharField:

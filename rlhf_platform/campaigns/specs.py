@@ -8,7 +8,6 @@ docs/campaigns.md; ``examples/campaigns/`` has one spec per algorithm.
 from __future__ import annotations
 
 import json
-from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from rlhf_platform.accounts.models import User
+from rlhf_platform.campaigns.definition import BUDGET_FIELDS, campaign_validate
 from rlhf_platform.campaigns.models import Campaign
 from rlhf_platform.campaigns.services import (
     campaign_add_member,
@@ -46,13 +46,7 @@ CAMPAIGN_KEYS = {
     "reward_config",
     "judge_config",
 }
-BUDGET_KEYS = {
-    "label_cap",
-    "cost_cap",
-    "annotator_daily_cap",
-    "human_label_cost",
-    "judge_call_cost",
-}
+BUDGET_KEYS = set(BUDGET_FIELDS)
 OTHER_KEYS = {"budget", "prompts", "members", "start"}
 
 
@@ -87,15 +81,6 @@ def load_spec(path: Path) -> dict[str, Any]:
     return spec
 
 
-def _money(budget: dict[str, Any], key: str) -> Decimal | None:
-    if budget.get(key) is None:
-        return None
-    try:
-        return Decimal(str(budget[key]))
-    except InvalidOperation:
-        raise _invalid(f"budget.{key}={budget[key]!r} is not a number") from None
-
-
 @transaction.atomic
 def campaign_create_from_spec(
     *, owner: User, spec: dict[str, Any], base_dir: Path, start: bool = False
@@ -103,17 +88,15 @@ def campaign_create_from_spec(
     """Create the campaign a spec describes, all of it or nothing; returns it and how many
     prompts were imported. ``base_dir`` resolves the spec's relative ``prompts`` path."""
     budget = spec.get("budget") or {}
+    # The same definition as the API and the "New campaign" page validates the settings.
+    data = {k: v for k, v in spec.items() if k in CAMPAIGN_KEYS}
+    data |= {k: v for k, v in budget.items() if v is not None}
+    values, errors = campaign_validate(data)
+    if errors:
+        problems = "; ".join(f"{field}: {' '.join(msgs)}" for field, msgs in errors.items())
+        raise _invalid(f"invalid spec: {problems}")
     try:
-        campaign = campaign_create(
-            owner=owner,
-            **{k: v for k, v in spec.items() if k in CAMPAIGN_KEYS},
-            label_cap=budget.get("label_cap"),
-            cost_cap=_money(budget, "cost_cap"),
-            annotator_daily_cap=budget.get("annotator_daily_cap"),
-            human_label_cost=_money(budget, "human_label_cost") or Decimal("0"),
-            judge_call_cost=_money(budget, "judge_call_cost") or Decimal("0"),
-            judge_token_cost=_money(budget, "judge_token_cost") or Decimal("0"),
-        )
+        campaign = campaign_create(owner=owner, **values)
     except ValidationError as exc:
         raise _invalid(f"invalid spec: {'; '.join(exc.messages)}") from None
     imported = 0

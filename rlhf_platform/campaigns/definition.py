@@ -1,0 +1,126 @@
+"""The one definition of a campaign's settings, shared by the API (``POST /campaigns/``),
+spec files (``manage.py campaign_create``, the demo) and the "New campaign" page.
+
+Each of them turns its input into a flat dict of these fields and validates it here;
+:func:`campaign_validate` gives either the clean values or every error per field, and
+:func:`rlhf_platform.campaigns.services.campaign_create` then writes the campaign and its
+budget in one transaction, or nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rest_framework import serializers
+
+from rlhf_platform.campaigns.models import AcquisitionRule, Algorithm, FeedbackMode
+from rlhf_platform.campaigns.services import has_nul
+
+INT32_MAX = 2**31 - 1
+INT64_MAX = 2**63 - 1
+
+BUDGET_FIELDS = (
+    "label_cap",
+    "cost_cap",
+    "annotator_daily_cap",
+    "human_label_cost",
+    "judge_call_cost",
+    "judge_token_cost",
+)
+
+
+class JsonObjectField(serializers.DictField):
+    """A JSON object to store in a ``JSONField``: refuses U+0000 in any key or string,
+    which PostgreSQL's jsonb cannot hold (the insert would be a server error)."""
+
+    def to_internal_value(self, data):
+        value = super().to_internal_value(data)
+        if has_nul(value):
+            raise serializers.ValidationError("Null characters are not allowed.")
+        return value
+
+
+class CampaignDefinition(serializers.Serializer):
+    """Every setting of a new campaign; omitted ones take the model defaults."""
+
+    name = serializers.CharField(max_length=200)
+    description = serializers.CharField(required=False, allow_blank=True)
+    guidelines = serializers.CharField(
+        required=False, allow_blank=True, help_text="Shown to annotators beside each pair."
+    )
+    algorithm = serializers.ChoiceField(choices=Algorithm.choices, required=False)
+    feedback_mode = serializers.ChoiceField(choices=FeedbackMode.choices, required=False)
+    acquisition_rule = serializers.ChoiceField(choices=AcquisitionRule.choices, required=False)
+    prompts_per_round = serializers.IntegerField(min_value=1, max_value=INT32_MAX, required=False)
+    responses_per_prompt = serializers.IntegerField(
+        min_value=2, max_value=INT32_MAX, required=False
+    )
+    labels_per_comparison = serializers.IntegerField(
+        min_value=1, max_value=32767, required=False, help_text="Overlap."
+    )
+    seed = serializers.IntegerField(min_value=-INT64_MAX - 1, max_value=INT64_MAX, required=False)
+    max_rounds = serializers.IntegerField(
+        min_value=1,
+        max_value=INT32_MAX,
+        required=False,
+        allow_null=True,
+        help_text="Stop after this many rounds (empty: until the budget ends).",
+    )
+    eval_every = serializers.IntegerField(
+        min_value=0,
+        max_value=INT32_MAX,
+        required=False,
+        help_text="Evaluate the policy every N rounds (0: never).",
+    )
+    periodic_tau = serializers.IntegerField(
+        min_value=1,
+        max_value=INT32_MAX,
+        required=False,
+        help_text="Periodic algorithm: refit everything every tau rounds.",
+    )
+    round_deadline_seconds = serializers.IntegerField(
+        min_value=1,
+        max_value=INT32_MAX,
+        required=False,
+        help_text="A labeling round closes at this deadline.",
+    )
+    mixed_fraction = serializers.FloatField(
+        min_value=0,
+        max_value=1,
+        required=False,
+        help_text="Mixed feedback: share of comparisons sent to the judge too.",
+    )
+    judge_config = JsonObjectField(required=False)
+    policy_config = JsonObjectField(required=False)
+    reward_config = JsonObjectField(required=False)
+    label_cap = serializers.IntegerField(
+        min_value=0, max_value=INT32_MAX, required=False, allow_null=True
+    )
+    cost_cap = serializers.DecimalField(
+        max_digits=12, decimal_places=4, min_value=0, required=False, allow_null=True
+    )
+    annotator_daily_cap = serializers.IntegerField(
+        min_value=0, max_value=INT32_MAX, required=False, allow_null=True
+    )
+    human_label_cost = serializers.DecimalField(
+        max_digits=12, decimal_places=6, min_value=0, required=False
+    )
+    judge_call_cost = serializers.DecimalField(
+        max_digits=12, decimal_places=6, min_value=0, required=False
+    )
+    judge_token_cost = serializers.DecimalField(
+        max_digits=14, decimal_places=10, min_value=0, required=False
+    )
+
+
+def campaign_validate(data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, list[str]]]:
+    """``(clean values, {})`` or ``({}, {field: [messages]})`` for every bad field."""
+    serializer = CampaignDefinition(data=data)
+    if serializer.is_valid():
+        return dict(serializer.validated_data), {}
+    errors: dict[str, list[str]] = {}
+    for field, messages in serializer.errors.items():
+        if isinstance(messages, dict):  # a nested dict field: flatten its messages
+            messages = [f"{k}: {m}" for k, ms in messages.items() for m in ms]
+        errors["form" if field == "non_field_errors" else field] = [str(m) for m in messages]
+    return {}, errors
