@@ -14,6 +14,7 @@ Who may read what:
 from __future__ import annotations
 
 import datetime as dt
+import math
 from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -180,8 +181,16 @@ def win_rate_series(campaign: Campaign) -> list[WinRatePoint]:
 class FitRow:
     campaign: Campaign
     fit: stats.PowerFit | None
-    labels_needed: float | None
+    labels_needed: float | None  # None when the fit does not support an extrapolation
     ratio: float | None  # labels the reference needs / labels this campaign needs
+    labels_interval: tuple[float, float] | None = None  # ~95% interval of labels_needed
+
+    @property
+    def interval_text(self) -> str:
+        if not self.labels_interval:
+            return ""
+        lo, hi = self.labels_interval
+        return f"{lo:,.0f}–{'∞' if math.isinf(hi) else f'{hi:,.0f}'}"
 
 
 def extrapolation(
@@ -197,7 +206,7 @@ def extrapolation(
     fits = {
         c.pk: stats.fit_power_law((p.labels, p.win_rate) for p in series[c.pk]) for c in campaigns
     }
-    needed = {pk: (f.labels_for(target) if f else None) for pk, f in fits.items()}
+    needed = {pk: (f.labels_for(target) if f and f.supported else None) for pk, f in fits.items()}
     if reference is None and campaigns:
         reference = next((c for c in campaigns if c.algorithm == "offline"), campaigns[0])
     ref_needed = needed.get(reference.pk) if reference else None
@@ -205,7 +214,11 @@ def extrapolation(
     for c in campaigns:
         own = needed[c.pk]
         ratio = ref_needed / own if ref_needed and own else None
-        rows.append(FitRow(campaign=c, fit=fits[c.pk], labels_needed=own, ratio=ratio))
+        fit = fits[c.pk]
+        interval = fit.labels_interval(target) if fit and own else None
+        rows.append(
+            FitRow(campaign=c, fit=fit, labels_needed=own, ratio=ratio, labels_interval=interval)
+        )
     return rows
 
 

@@ -142,6 +142,35 @@ class PowerFit:
     b: float
     points: int
     r2: float | None
+    # For the uncertainty of an extrapolation: the fitted line passes through (mx, my);
+    # se_b and se_my are the standard errors of its slope and of its mean (None with fewer
+    # than three points: no residual degree of freedom).
+    mx: float = 0.0
+    my: float = 0.0
+    se_b: float | None = None
+    se_my: float | None = None
+
+    @property
+    def supported(self) -> bool:
+        """Enough points to extrapolate from: at least ``MIN_FIT_POINTS``, a rising curve,
+        and a measurable spread around it."""
+        return self.points >= MIN_FIT_POINTS and self.b > 0 and self.se_b is not None
+
+    def labels_interval(self, win_rate: float, z: float = 1.96) -> tuple[float, float] | None:
+        """An approximate 95% interval of :meth:`labels_for`: the labels where the line
+        reaches ``win_rate`` when its slope and its level each move by ``z`` standard
+        errors (the four corners; the upper end is ``inf`` when the slope may be 0)."""
+        if not self.supported or not 0.0 < win_rate < 1.0:
+            return None
+        y = math.log(0.5 / (1.0 - win_rate))
+        ends = []
+        for b in (self.b - z * self.se_b, self.b + z * self.se_b):
+            for my in (self.my - z * self.se_my, self.my + z * self.se_my):
+                if b <= 0:
+                    ends.append(math.inf)
+                    continue
+                ends.append(math.exp(min(self.mx + (y - my) / b, 700.0)))
+        return min(ends), max(ends)
 
     def win_rate(self, n: float) -> float:
         return 1.0 - 0.5 * (n / self.a) ** (-self.b)
@@ -157,6 +186,8 @@ class PowerFit:
 # Win rates are clipped into [W_MIN, W_MAX] before the log: a measured 1.0 (or 0.0) has no
 # finite image, and a bootstrap on a few prompts does measure them.
 W_MIN, W_MAX = 0.001, 0.999
+# Fewer evaluations than this, and the page says "not enough data yet" rather than a number.
+MIN_FIT_POINTS = 3
 
 
 def fit_power_law(points: Iterable[tuple[float, float]]) -> PowerFit | None:
@@ -189,7 +220,11 @@ def fit_power_law(points: Iterable[tuple[float, float]]) -> PowerFit | None:
     ss_tot = sum((y - my) ** 2 for y in ys)
     ss_res = sum((y - (b * x + c)) ** 2 for x, y in zip(xs, ys, strict=True))
     r2 = 1.0 - ss_res / ss_tot if ss_tot > 0 else None
-    return PowerFit(a=a, b=b, points=len(xs), r2=r2)
+    se_b = se_my = None
+    if len(xs) >= 3:
+        sigma = math.sqrt(ss_res / (len(xs) - 2))
+        se_b, se_my = sigma / math.sqrt(sxx), sigma / math.sqrt(len(xs))
+    return PowerFit(a=a, b=b, points=len(xs), r2=r2, mx=mx, my=my, se_b=se_b, se_my=se_my)
 
 
 # --- Budgets ------------------------------------------------------------------------------
@@ -216,8 +251,10 @@ def burn_rate(
 
     ``events``: ``(when, labels, amount)`` ledger entries. The rate divides what was spent
     in ``(now - window, now]`` by the window's length, or, for a campaign younger than the
-    window, by the time since its first entry (at least one hour, so a campaign's first
-    minute does not project a huge rate).
+    window, by the time since its first entry: the real span, with no floor (an hour's
+    floor made a 15-minute-old campaign look four times slower than it is). Only a span
+    under one minute is counted as one minute: a burst in the first seconds is a rate
+    per minute, not a projection of that second over a day.
     """
     events = list(events)
     start = now - window
@@ -225,7 +262,7 @@ def burn_rate(
     if not events:
         return BurnRate(0.0, 0.0, window / dt.timedelta(days=1))
     first = min(t for t, _, _ in events)
-    span = min(window, max(now - first, dt.timedelta(hours=1)))
+    span = min(window, max(now - first, dt.timedelta(minutes=1)))
     days = span / dt.timedelta(days=1)
     labels = sum(n for _, n, _ in inside)
     cost = sum(float(amt) for _, _, amt in inside)

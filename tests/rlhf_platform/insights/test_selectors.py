@@ -122,11 +122,12 @@ def test_rounds_timeline_durations(seeded):
 def test_budget_overview_burn_rate_and_exhaustion(seeded):
     now = timezone.now()
     overview = selectors.budget_overview(seeded, now=now)
-    # 12 human + 6 judge labels, all in the last minute: the rate divides by one hour.
+    # 12 human + 6 judge labels, all in the last minute: the rate divides by one minute
+    # (the shortest span counted).
     assert overview.status.labels_spent == 18
-    assert overview.burn.labels_per_day == pytest.approx(18 * 24)
-    # 22 labels left at 432 a day.
-    expected = now + dt.timedelta(days=22 / 432)
+    assert overview.burn.labels_per_day == pytest.approx(18 * 1440)
+    # 22 labels left at 18 a minute.
+    expected = now + dt.timedelta(days=22 / (18 * 1440))
     assert abs((overview.labels_exhausted_on - expected).total_seconds()) < 1
     assert overview.spent_fraction == pytest.approx(18 / 40)
 

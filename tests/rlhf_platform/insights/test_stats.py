@@ -144,6 +144,27 @@ def test_a_young_campaign_divides_by_its_age():
     assert burn.window_days == pytest.approx(0.5)
 
 
+def test_a_quarter_hour_old_campaign_is_not_made_to_look_four_times_slower():
+    # 30 labels in the 15 minutes since the first one: 2 a minute, 2880 a day (an hour's
+    # floor would have said 720).
+    events = [(NOW - dt.timedelta(minutes=15), 20, 2.0), (NOW, 10, 1.0)]
+    burn = stats.burn_rate(events, now=NOW, window=dt.timedelta(days=7))
+    assert burn.labels_per_day == pytest.approx(2880)
+    assert burn.window_hours == pytest.approx(0.25)
+
+
+def test_the_fit_extrapolates_only_from_enough_points_with_an_interval():
+    two = stats.fit_power_law([(100, 0.5), (400, 0.75)])
+    assert two is not None and not two.supported and two.labels_interval(0.8) is None
+    three = stats.fit_power_law([(100, 0.52), (400, 0.74), (1600, 0.88)])
+    assert three.supported
+    lo, hi = three.labels_interval(0.9)
+    assert lo < three.labels_for(0.9) < hi
+    exact = stats.fit_power_law([(100, 0.5), (400, 0.75), (1600, 0.875)])
+    lo, hi = exact.labels_interval(0.9)  # points on the curve: no spread, a tight interval
+    assert lo == pytest.approx(hi) == pytest.approx(exact.labels_for(0.9))
+
+
 def test_no_cap_or_no_spending_has_no_exhaustion_date():
     assert stats.exhaustion_date(remaining=None, per_day=10, now=NOW) is None
     assert stats.exhaustion_date(remaining=10, per_day=0, now=NOW) is None
