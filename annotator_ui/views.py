@@ -373,6 +373,13 @@ class LoginView(auth_views.LoginView):
         login_success_reset(username=username, ip=ip)
         return super().form_valid(form)
 
+    def get_default_redirect_url(self) -> str:
+        """Without a ``next``: researchers and admins land on the research pages, annotators
+        on the campaigns they label in."""
+        if self.request.user.is_authenticated and self.request.user.is_researcher:
+            return reverse("insights:research")
+        return super().get_default_redirect_url()
+
 
 login_view = LoginView.as_view()
 logout_view = auth_views.LogoutView.as_view()

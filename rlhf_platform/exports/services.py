@@ -23,6 +23,7 @@ import csv
 import io
 import json
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from typing import IO, Any
 
 from django.db import transaction
@@ -371,3 +372,98 @@ def pairs_import_file(
     if progress:
         progress(created)
     return created
+
+
+# --- Import preview (nothing written) --------------------------------------------------------
+
+IMPORT_KINDS = ("prompts", "pairs")
+
+
+@dataclass(frozen=True)
+class ImportPreview:
+    """What importing a file would do: its first rows as read, how many rows it holds, and
+    every bad row with its line (JSONL, CSV: the file's line; Parquet: the row number)."""
+
+    kind: str
+    fmt: str
+    total: int
+    columns: list[str]
+    rows: list[dict[str, Any]]
+    errors: list[dict[str, Any]]
+
+    @property
+    def ok(self) -> bool:
+        return not self.errors
+
+    @property
+    def cells(self) -> list[list[str | None]]:
+        """The preview rows as text, one cell per column (None where a row lacks it)."""
+
+        def text(value: Any) -> str | None:
+            if value is None:
+                return None
+            return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+
+        return [[text(row.get(c)) for c in self.columns] for row in self.rows]
+
+    @property
+    def unit(self) -> str:
+        """What an error's number counts: the file's lines, or rows (pairs, Parquet)."""
+        return "row" if self.kind == "pairs" or self.fmt == "parquet" else "line"
+
+
+def _raw_records(data: bytes, fmt: str) -> list[dict[str, Any]]:
+    """The file's rows as dicts, for display only (a line that is not a JSON object is
+    shown as its text)."""
+    if fmt == "parquet":
+        return read_parquet_records(data)
+    text = _decode(data)
+    if fmt == "csv":
+        return [dict(r) for r in csv.DictReader(io.StringIO(text))]
+    records: list[dict[str, Any]] = []
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError:
+            value = None
+        records.append(value if isinstance(value, dict) else {"(line)": line[:200]})
+    return records
+
+
+def _pair_problem(pair: dict[str, Any]) -> str | None:
+    """Why :func:`comparisons_import_pairs` would refuse this pair, or None."""
+    try:
+        _parse_prompt_record(pair)
+    except ValueError as exc:
+        return str(exc)
+    a, b = pair.get("response_a"), pair.get("response_b")
+    if not (isinstance(a, str) and isinstance(b, str) and a.strip() and b.strip()) or a == b:
+        return "needs two different non-empty responses"
+    return None
+
+
+def import_preview(*, data: bytes, fmt: str, kind: str, limit: int = 5) -> ImportPreview:
+    """Check a prompt or pair file without importing anything: the first ``limit`` rows and
+    every bad row. The import itself (``prompts_import_file`` / ``pairs_import_file``)
+    checks again and imports all rows or none."""
+    if kind not in IMPORT_KINDS:
+        raise InvalidInput(f"Unknown import {kind!r}; use prompts or pairs.", code="invalid_kind")
+    errors: list[dict[str, Any]] = []
+    try:
+        records = _raw_records(data, fmt)
+    except InvalidInput as exc:
+        return ImportPreview(kind, fmt, 0, [], [], [{"line": None, "error": exc.message}])
+    try:
+        if kind == "prompts":
+            parse_prompt_bytes(data, fmt)
+        else:
+            for i, pair in enumerate(parse_pair_bytes(data, fmt), start=1):
+                problem = _pair_problem(pair)
+                if problem:
+                    errors.append({"line": i, "error": problem})
+    except InvalidInput as exc:
+        errors = list(exc.details) if exc.details else [{"line": None, "error": exc.message}]
+    columns = list(dict.fromkeys(k for r in records[:limit] for k in r))
+    return ImportPreview(kind, fmt, len(records), columns, records[:limit], errors)

@@ -2,13 +2,56 @@ from __future__ import annotations
 
 from django.urls import path
 
-from rlhf_platform.insights import views
+from rlhf_platform.insights import setup_views, views
 
 app_name = "insights"
 
 urlpatterns = [
     path("research/", views.research_home, name="research"),
     path("research/compare/", views.compare_page, name="compare"),
+    path("research/campaigns/new/", setup_views.campaign_new, name="campaign-new"),
+    path(
+        "research/campaigns/<int:campaign_id>/manage/",
+        setup_views.campaign_manage,
+        name="manage",
+    ),
+    path(
+        "research/campaigns/<int:campaign_id>/state/",
+        setup_views.campaign_state,
+        name="campaign-state",
+    ),
+    path(
+        "research/campaigns/<int:campaign_id>/import/",
+        setup_views.campaign_import,
+        name="campaign-import",
+    ),
+    path(
+        "research/campaigns/<int:campaign_id>/members/",
+        setup_views.members_add,
+        name="members-add",
+    ),
+    path(
+        "research/campaigns/<int:campaign_id>/members/remove/",
+        setup_views.members_remove,
+        name="members-remove",
+    ),
+    path(
+        "research/campaigns/<int:campaign_id>/invites/",
+        setup_views.invite_new,
+        name="invite-new",
+    ),
+    path(
+        "research/campaigns/<int:campaign_id>/invites/<int:invite_id>/revoke/",
+        setup_views.invite_revoke,
+        name="invite-revoke",
+    ),
+    path("research/campaigns/<int:campaign_id>/labels/", setup_views.labels_page, name="labels"),
+    path(
+        "research/campaigns/<int:campaign_id>/labels/<int:label_id>/flag/",
+        setup_views.label_flag,
+        name="label-flag",
+    ),
+    path("invites/<str:token>/", setup_views.invite_page, name="invite"),
     path("research/compare/<slug:chart>.csv", views.compare_csv, name="compare-csv"),
     path("research/campaigns/<int:campaign_id>/", views.campaign_page, name="campaign"),
     path(

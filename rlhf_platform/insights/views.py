@@ -25,11 +25,28 @@ from django.utils.cache import patch_vary_headers
 from django.views.decorators.cache import never_cache
 from django.views.decorators.http import require_GET, require_POST
 
+from rlhf_platform.campaigns.models import CampaignState
+from rlhf_platform.campaigns.selectors import campaign_progress, can_manage
 from rlhf_platform.errors import InvalidInput, NotFound, PermissionDenied, ServiceError
+from rlhf_platform.exports import services as exports
 from rlhf_platform.insights import charts, selectors, services, tables
 
 DEFAULT_TARGET = 0.75
 LEDGER_PAGE = 50
+# While a campaign runs, its research, agreement and budget pages poll themselves (htmx,
+# hx-select of #live) this often. Tests shorten it.
+LIVE_POLL_SECONDS = 5
+
+
+def _live(request: HttpRequest, campaign) -> dict[str, Any]:
+    """Context of the self-refreshing part of a page (see ``_live_open.html``)."""
+    params = request.GET.copy()
+    params["live"] = "1"
+    return {
+        "live": campaign.state == CampaignState.RUNNING,
+        "live_url": f"{request.path}?{params.urlencode()}",
+        "live_seconds": LIVE_POLL_SECONDS,
+    }
 
 
 def insights_view(view: Callable[..., HttpResponse]) -> Callable[..., HttpResponse]:
@@ -49,6 +66,17 @@ def insights_view(view: Callable[..., HttpResponse]) -> Callable[..., HttpRespon
         return response
 
     return never_cache(wrapper)
+
+
+def _state_actions(campaign) -> list[dict[str, str]]:
+    from rlhf_platform.campaigns.services import STATE_ACTIONS
+    from rlhf_platform.insights.setup_views import STATE_WORDS
+
+    return [
+        {"action": a, "label": STATE_WORDS[a][0], "note": STATE_WORDS[a][2]}
+        for a, (sources, _) in STATE_ACTIONS.items()
+        if campaign.state in sources
+    ]
 
 
 def _csv(table: tables.Table, filename: str) -> HttpResponse:
@@ -123,6 +151,13 @@ def campaign_page(request: HttpRequest, campaign_id: int) -> HttpResponse:
         "campaign": campaign,
         "target": target,
         **data,
+        **_live(request, campaign),
+        "progress": campaign_progress(campaign),
+        "can_manage": can_manage(request.user, campaign),
+        "actions": _state_actions(campaign),
+        "export_sources": exports.LABEL_SOURCES,
+        "export_forms": exports.PREFERENCE_FORMS,
+        "export_formats": exports.LABEL_FORMATS,
         "timeline_chart": charts.timeline_chart(
             data["timeline"], label=f"Rounds of {campaign.name}: time in each state"
         ),
@@ -270,6 +305,7 @@ def agreement_page(request: HttpRequest, campaign_id: int) -> HttpResponse:
             "chart": chart,
             "choices": selectors.stats.CHOICES,
             "confusion_rows": confusion_rows,
+            **_live(request, campaign),
         },
     )
 
@@ -341,7 +377,7 @@ def budget_page(request: HttpRequest, campaign_id: int) -> HttpResponse:
     context["ledger_query"] = "&".join(
         f"{k}={v}" for k, v in filters.items() if v not in ("", None)
     )
-    if request.htmx and not request.htmx.history_restore_request:
+    if request.htmx and not request.htmx.history_restore_request and not request.GET.get("live"):
         return render(request, "insights/_ledger.html", context)
     overview = selectors.budget_overview(campaign)
     agreement = selectors.human_judge_agreement(campaign)
@@ -381,6 +417,7 @@ def budget_page(request: HttpRequest, campaign_id: int) -> HttpResponse:
         "spend_chart": spend_chart,
         "audit": selectors.audit_log(campaign),
         "ledger_sources": selectors.LEDGER_SOURCES,
+        **_live(request, campaign),
     }
     return render(request, "insights/budget.html", context)
 

@@ -7,6 +7,8 @@ var/screenshots/ (git ignores it; copies live under docs/img/ for docs/research.
 
 from __future__ import annotations
 
+import re
+
 from pathlib import Path
 
 import pytest
@@ -39,7 +41,8 @@ def page_as(browser, live_server):
         page.get_by_label("Username").fill(username)
         page.get_by_label("Password").fill("pw-" + username)
         page.get_by_role("button", name="Log in").click()
-        page.wait_for_url(live_server.url + "/")
+        # Researchers land on the research pages, annotators on their campaigns.
+        page.wait_for_url(re.compile(re.escape(live_server.url) + r"/(research/)?$"))
         page.base = live_server.url
         return page
 
