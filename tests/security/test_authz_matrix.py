@@ -85,6 +85,37 @@ def _c(w: World) -> int:
     return w.campaign.pk
 
 
+def _label(w: World):
+    """The world's lease, labeled by its annotator (the same label on every call)."""
+    from rlhf_platform.labeling.services import label_submit
+
+    label, _ = label_submit(
+        annotator=w.lease.annotator, lease_id=w.lease.pk, choice="A", idempotency_key="matrix"
+    )
+    return label
+
+
+def _invite(w: World):
+    from django.utils import timezone
+
+    from rlhf_platform.campaigns.models import Invite
+
+    invite, _ = Invite.objects.get_or_create(
+        token_hash="x" * 64,
+        defaults={
+            "campaign": w.campaign,
+            "created_by": w.campaign.owner,
+            "expires_at": timezone.now(),
+        },
+    )
+    return invite
+
+
+def _prompt_file() -> dict[str, Any]:
+    upload = SimpleUploadedFile("p.jsonl", b'{"prompt": "p"}\n')
+    return {"method": "post", "data": {"kind": "prompts", "do": "preview", "file": upload}}
+
+
 # --- The API ------------------------------------------------------------------------------
 
 API: dict[tuple[str, str], Case] = {
@@ -137,6 +168,12 @@ API: dict[tuple[str, str], Case] = {
             _json({"choice": "A", "idempotency_key": "k-1"}),
         ),
         target="lease",
+    ),
+    ("POST", "/api/v1/labels/{label_id}/undo/"): Case(
+        row(OWN_LEASE),
+        lambda w: (f"/api/v1/labels/{_label(w).pk}/undo/", {}),
+        target=None,
+        notes=["only the label's own annotator; another's label is reported as not found"],
     ),
     ("POST", "/api/v1/leases/{lease_id}/skip/"): Case(
         row(OWN_LEASE), lambda w: (f"/api/v1/leases/{w.lease.pk}/skip/", {}), target="lease"
@@ -242,6 +279,64 @@ PAGES: dict[str, Case] = {
             f"/budgets/campaigns/{_c(w)}/caps/",
             {"method": "post", **_form({"label_cap": "400"})},
         ),
+    ),
+    "insights:campaign-new": Case(
+        row(("login", "403", "ok", "ok", "ok", "403", "ok")),
+        lambda w: ("/research/campaigns/new/", {}),
+        target=None,
+    ),
+    "insights:manage": Case(
+        row(PAGE_BUDGET), lambda w: (f"/research/campaigns/{_c(w)}/manage/", {})
+    ),
+    "insights:campaign-state": Case(
+        row(PAGE_BUDGET),
+        lambda w: (
+            f"/research/campaigns/{_c(w)}/state/",
+            {"method": "post", **_form({"action": "pause", "confirmed": "1"})},
+        ),
+    ),
+    "insights:campaign-import": Case(
+        row(PAGE_BUDGET), lambda w: (f"/research/campaigns/{_c(w)}/import/", _prompt_file())
+    ),
+    "insights:members-add": Case(
+        row(PAGE_BUDGET),
+        lambda w: (
+            f"/research/campaigns/{_c(w)}/members/",
+            {"method": "post", **_form({"username": "olga"})},
+        ),
+    ),
+    "insights:members-remove": Case(
+        row(PAGE_BUDGET),
+        lambda w: (
+            f"/research/campaigns/{_c(w)}/members/remove/",
+            {"method": "post", **_form({"username": "anna"})},
+        ),
+    ),
+    "insights:invite-new": Case(
+        row(PAGE_BUDGET),
+        lambda w: (
+            f"/research/campaigns/{_c(w)}/invites/",
+            {"method": "post", **_form({"hours": "24"})},
+        ),
+    ),
+    "insights:invite-revoke": Case(
+        row(PAGE_BUDGET),
+        lambda w: (
+            f"/research/campaigns/{_c(w)}/invites/{_invite(w).pk}/revoke/",
+            {"method": "post"},
+        ),
+    ),
+    "insights:labels": Case(row(PAGE_SEE), lambda w: (f"/research/campaigns/{_c(w)}/labels/", {})),
+    "insights:label-flag": Case(
+        row(PAGE_BUDGET),
+        lambda w: (
+            f"/research/campaigns/{_c(w)}/labels/{_label(w).pk}/flag/",
+            {"method": "post", **_form({"flagged": "1"})},
+        ),
+    ),
+    # Any signed-in user may open an invite link (the token is the secret).
+    "insights:invite": Case(
+        row(("login",) + ("ok",) * 6), lambda w: ("/invites/some-token/", {}), target=None
     ),
     # Django's admin: staff only, checked by the AdminSite for every one of its views.
     "admin:index": Case(
