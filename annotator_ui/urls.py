@@ -9,6 +9,7 @@ app_name_patterns = [
     path("campaigns/<int:campaign_id>/label/", views.label_page, name="label"),
     path("leases/<int:lease_id>/label/", views.label_submit_view, name="submit"),
     path("leases/<int:lease_id>/skip/", views.lease_skip_view, name="skip"),
+    path("labels/<int:label_id>/undo/", views.label_undo_view, name="undo"),
     path("leases/<int:lease_id>/renew/", views.lease_renew_view, name="renew"),
 ]
 

@@ -51,11 +51,18 @@ from rlhf_platform.errors import (
     ServiceError,
 )
 from rlhf_platform.labeling.models import Choice, Lease
-from rlhf_platform.labeling.selectors import get_lease_for_annotator, lease_display
+from rlhf_platform.labeling.selectors import (
+    cut_off_at,
+    get_label_for_annotator,
+    get_lease_for_annotator,
+    lease_display,
+)
 from rlhf_platform.labeling.services import (
     NothingToLabel,
     comparison_next,
     label_submit,
+    label_undo,
+    last_undoable_label,
     lease_renew,
     lease_skip,
 )
@@ -174,7 +181,12 @@ def _workspace_context(
     else:
         lease = lease_with_pair(user, served.lease.pk)
         shown = lease_display(lease)
+        left, right = lease.comparison.response_a, lease.comparison.response_b
+        if lease.swapped:
+            left, right = right, left
         ctx.update(
+            cut_a=cut_off_at(left, campaign.policy_config),
+            cut_b=cut_off_at(right, campaign.policy_config),
             state=LABELING,
             prompt_html=render_markdown(shown["prompt"]),
             turns=[
@@ -195,6 +207,8 @@ def _workspace_context(
             ],
             **_timer_context(lease),
         )
+    ctx["undo_label"] = last_undoable_label(annotator=user, campaign_id=campaign.pk)
+    ctx["undo_seconds"] = settings.LABEL_UNDO_SECONDS
     ctx["counts"] = annotator_label_counts(annotator=user, campaign_id=campaign.pk)
     ctx["progress"] = campaign_progress(campaign)
     ctx["budget"] = budget_status(campaign_id=campaign.pk)
@@ -291,6 +305,26 @@ def label_submit_view(request: HttpRequest, lease_id: int) -> HttpResponse:
             messages.success(request, f"Saved: {shown}.")
         else:
             messages.info(request, f"Already saved: {shown}.")
+    return _next(request, campaign)
+
+
+@annotator_view
+@require_POST
+def label_undo_view(request: HttpRequest, label_id: int) -> HttpResponse:
+    """Take back the annotator's last label: its pair comes back to be answered again."""
+    try:
+        label = get_label_for_annotator(request.user, label_id)
+    except NotFound:
+        raise Http404("No such label.") from None
+    campaign = _campaign_or_404(request, label.campaign_id)
+    try:
+        label_undo(annotator=request.user, label_id=label.pk)
+    except NotFound:
+        raise Http404("No such label.") from None
+    except ServiceError as exc:
+        messages.warning(request, exc.message)
+    else:
+        messages.info(request, "Label undone: answer this comparison again.")
     return _next(request, campaign)
 
 

@@ -228,6 +228,12 @@ PAGES: dict[str, Case] = {
         lambda w: (f"/leases/{w.lease.pk}/skip/", {"method": "post"}),
         target="lease",
     ),
+    "annotator_ui:undo": Case(
+        row(PAGE_OWN_LEASE),
+        lambda w: (f"/labels/{_label(w).pk}/undo/", {"method": "post"}),
+        target=None,
+        notes=["only the label's own annotator; another's label is reported as not found"],
+    ),
     "annotator_ui:renew": Case(
         row(PAGE_OWN_LEASE),
         lambda w: (f"/leases/{w.lease.pk}/renew/", {"method": "post"}),

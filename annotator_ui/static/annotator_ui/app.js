@@ -63,6 +63,11 @@
     }
     if (ev.key === "?") { ev.preventDefault(); toggleHelp(); return; }
     if (ev.key === "Escape") { toggleHelp(false); return; }
+    if (ev.key === "u" || ev.key === "U") {
+      var undo = document.getElementById("undo-button");
+      if (undo && !undo.disabled && !ev.repeat) { ev.preventDefault(); undo.click(); }
+      return;
+    }
     var form = document.getElementById("label-form");
     if (!form) return;
     var button = null;
