@@ -153,6 +153,12 @@ def test_it_starts_the_live_campaigns_and_skips_them_on_request(
         assert campaign.prompts.filter(split="eval").exists()
     assert human.memberships.filter(user__username="annotator").exists()
     assert not judge.memberships.exists()
+    # Mixed: the annotator and the oracle label every pair, so the agreement page has
+    # kappa and position bias from the first labels on.
+    assert (human.feedback_mode, human.mixed_fraction) == ("mixed", 1.0)
+    assert human.judge_config["kind"] == "oracle"
+    pairs = Campaign.objects.get(name="Demo: helpful answers")
+    assert "no model and no rounds" in pairs.description and not pairs.runs_rounds
     assert len(callbacks) == 2  # each start asks a worker to open the first round
 
 

@@ -158,7 +158,10 @@ class Command(BaseCommand):
             campaign = campaign_create(
                 owner=users["researcher"],
                 name=DEMO_CAMPAIGN,
-                description="Bundled example pairs; later rounds come from live generation.",
+                description=(
+                    "30 bundled example pairs (coding, writing, math, advice) labeled by hand: "
+                    "a plain A/B campaign with no model and no rounds."
+                ),
                 guidelines=DEMO_GUIDELINES,
                 algorithm=Algorithm.OFFLINE,
                 feedback_mode=FeedbackMode.HUMAN,
