@@ -111,6 +111,12 @@ GROUPS = [
                 initial="0.5",
                 help="Simulated rater only: 0 is noiseless.",
             ),
+            Field(
+                "judge_extra",
+                "More judge settings (JSON, optional)",
+                "json",
+                help='e.g. {"tie_margin": 0.1} or {"swap_positions": true}',
+            ),
         ],
     ),
     Group(
@@ -157,7 +163,9 @@ FIELDS = {f.name: f for g in GROUPS for f in g.fields}
 PLAIN = [
     n
     for n in FIELDS
-    if not n.startswith(("judge_kind", "judge_model", "judge_base", "judge_api", "judge_temp"))
+    if not n.startswith(
+        ("judge_kind", "judge_model", "judge_base", "judge_api", "judge_temp", "judge_extra")
+    )
     and not n.startswith("policy_")
     and n != "reward_config"
 ]
@@ -225,7 +233,9 @@ def definition_from_post(
 
     judge: dict[str, Any] = {}
     kind = typed["judge_kind"]
+    extra = json_object("judge_extra")
     if kind:
+        judge.update(extra)
         if kind not in dict(JUDGES):
             errors["judge_kind"] = ["Pick one of the listed judges."]
         judge["kind"] = kind
@@ -262,7 +272,7 @@ def definition_from_post(
     for name, messages in definition_errors.items():
         target = {
             "policy_config": "policy_config_extra",
-            "judge_config": "judge_kind",
+            "judge_config": "judge_extra",
         }.get(name, name)
         errors.setdefault(target if target in FIELDS else "form", []).extend(messages)
     return ({} if errors else values), errors, typed
