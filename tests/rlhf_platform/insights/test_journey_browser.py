@@ -179,6 +179,7 @@ def test_a_researcher_runs_a_campaign_end_to_end_in_the_browser(
     assert Comparison.objects.filter(round=rnd).count() == 12
     shots = Shots(browser, live_server, r_context.storage_state())
     shots.take("setup", f"/research/campaigns/{campaign.pk}/manage/")
+    shots.take("research", "/research/")
     shots.take("new-campaign", "/research/campaigns/new/")
 
     # The researcher watches the campaign page; it will update by itself.

@@ -309,6 +309,17 @@ def test_label_browser_filters(client, researcher, seeded):
     assert len(_ids(fragment)) == 12
 
 
+def test_label_browser_queries_do_not_grow_with_the_labels(
+    client, researcher, seeded, django_assert_max_num_queries
+):
+    client.force_login(researcher)
+    url = reverse("insights:labels", args=[seeded.pk])
+    with django_assert_max_num_queries(12):
+        assert len(_ids(client.get(url, {"disagreement": "majority"}))) == 3
+    with django_assert_max_num_queries(12):
+        assert len(_ids(client.get(url))) == 18
+
+
 def test_label_browser_sorts_by_time_and_searches_rationales(client, researcher, seeded):
     labels = list(Label.objects.filter(campaign=seeded, source="human").order_by("id"))
     for i, label in enumerate(labels):
