@@ -58,3 +58,9 @@ def open_round(campaign_id: int) -> int | None:
 def sweep_rounds() -> dict[str, int]:
     """Periodic (beat): close overdue rounds, recover lost or abandoned steps."""
     return services.rounds_sweep()
+
+
+@shared_task(name="judges.trial", time_limit=180, soft_time_limit=150, ignore_result=True)
+def judge_trial(trial_id: int) -> str:
+    """The "try it on one pair" of the New campaign page: always finalizes the trial."""
+    return services.judge_trial_run(trial_id=trial_id)

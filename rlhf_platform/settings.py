@@ -225,6 +225,7 @@ CELERY_TASK_ROUTES = {
     "rounds.step": {"queue": "gpu"},
     "rounds.open": {"queue": "gpu"},
     "rounds.judge": {"queue": "judge"},
+    "judges.trial": {"queue": "judge"},
     "rounds.sweep": {"queue": "default"},
     "labeling.*": {"queue": "default"},
 }

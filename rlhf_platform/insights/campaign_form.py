@@ -189,6 +189,59 @@ def initial_values() -> dict[str, str]:
     return {name: f.initial for name, f in FIELDS.items()}
 
 
+def _json_object(typed: dict[str, str], name: str, errors: dict[str, list[str]]) -> dict:
+    if not typed.get(name):
+        return {}
+    try:
+        value = json.loads(typed[name])
+    except json.JSONDecodeError as exc:
+        errors[name] = [f"Not valid JSON: {exc.msg} (character {exc.pos})."]
+        return {}
+    if not isinstance(value, dict):
+        errors[name] = ["Give a JSON object: {...}."]
+        return {}
+    return value
+
+
+def _judge_config(typed: dict[str, str], errors: dict[str, list[str]]) -> dict[str, Any]:
+    """The ``judge_config`` the judge inputs describe ({} without a judge)."""
+    judge: dict[str, Any] = {}
+    kind = typed.get("judge_kind", "")
+    extra = _json_object(typed, "judge_extra", errors)
+    if not kind:
+        return judge
+    judge.update(extra)
+    if kind not in dict(JUDGES):
+        errors["judge_kind"] = ["Pick one of the listed judges."]
+    judge["kind"] = kind
+    if kind == "oracle":
+        try:
+            judge["temperature"] = float(typed.get("judge_temperature") or 0.5)
+        except ValueError:
+            errors["judge_temperature"] = ["A number is required."]
+    else:
+        if typed.get("judge_model"):
+            judge["model"] = typed["judge_model"]
+        if typed.get("judge_base_url"):
+            judge["base_url"] = typed["judge_base_url"]
+        env = typed.get("judge_api_key_env", "")
+        if env:
+            if not API_KEY_ENV.fullmatch(env):
+                errors["judge_api_key_env"] = ["A name like OPENAI_API_KEY."]
+            judge["api_key_env"] = env
+    return judge
+
+
+def judge_config_from_post(post: QueryDict) -> tuple[dict[str, Any], dict[str, list[str]]]:
+    """The judge inputs alone, for "try it on one pair"."""
+    typed = {name: post.get(name, "").strip() for name in FIELDS}
+    errors: dict[str, list[str]] = {}
+    judge = _judge_config(typed, errors)
+    if not judge and not errors:
+        errors["judge_kind"] = ["Pick a judge to try."]
+    return judge, errors
+
+
 def definition_from_post(
     post: QueryDict,
 ) -> tuple[dict[str, Any], dict[str, list[str]], dict[str, str]]:
@@ -205,20 +258,7 @@ def definition_from_post(
             continue
         data[name] = value
 
-    def json_object(name: str) -> dict[str, Any]:
-        if not typed[name]:
-            return {}
-        try:
-            value = json.loads(typed[name])
-        except json.JSONDecodeError as exc:
-            errors[name] = [f"Not valid JSON: {exc.msg} (character {exc.pos})."]
-            return {}
-        if not isinstance(value, dict):
-            errors[name] = ["Give a JSON object: {...}."]
-            return {}
-        return value
-
-    policy = json_object("policy_config_extra")
+    policy = _json_object(typed, "policy_config_extra", errors)
     if typed["policy_backend"]:
         policy["backend"] = typed["policy_backend"]
         if typed["policy_path"]:
@@ -229,31 +269,9 @@ def definition_from_post(
             except ValueError:
                 errors["policy_max_new_tokens"] = ["A whole number is required."]
     data["policy_config"] = policy
-    data["reward_config"] = json_object("reward_config")
-
-    judge: dict[str, Any] = {}
-    kind = typed["judge_kind"]
-    extra = json_object("judge_extra")
-    if kind:
-        judge.update(extra)
-        if kind not in dict(JUDGES):
-            errors["judge_kind"] = ["Pick one of the listed judges."]
-        judge["kind"] = kind
-        if kind == "oracle":
-            try:
-                judge["temperature"] = float(typed["judge_temperature"] or 0.5)
-            except ValueError:
-                errors["judge_temperature"] = ["A number is required."]
-        else:
-            if typed["judge_model"]:
-                judge["model"] = typed["judge_model"]
-            if typed["judge_base_url"]:
-                judge["base_url"] = typed["judge_base_url"]
-            env = typed["judge_api_key_env"]
-            if env:
-                if not API_KEY_ENV.fullmatch(env):
-                    errors["judge_api_key_env"] = ["A name like OPENAI_API_KEY."]
-                judge["api_key_env"] = env
+    data["reward_config"] = _json_object(typed, "reward_config", errors)
+    judge = _judge_config(typed, errors)
+    kind = judge.get("kind", "")
     mode = typed["feedback_mode"] or "human"
     if mode in ("judge", "mixed") and not kind:
         errors["judge_kind"] = [f"A {mode} campaign needs a judge."]

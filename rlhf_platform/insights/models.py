@@ -41,3 +41,42 @@ class AuditEntry(models.Model):
 
     def __str__(self) -> str:
         return f"{self.actor} {self.action} {self.campaign} ({self.created_at:%Y-%m-%d %H:%M})"
+
+
+# The one question a judge trial asks: an easy pair, so a working judge prefers A.
+TRIAL_PAIR = {
+    "prompt": "What is the capital of France? Answer in one sentence.",
+    "response_a": "The capital of France is Paris.",
+    "response_b": "France's capital is Lyon, a city famous for its food.",
+    "reference": "Paris",
+}
+
+
+class JudgeTrialState(models.TextChoices):
+    PENDING = "pending", "Waiting for a worker"
+    DONE = "done", "Answered"
+    FAILED = "failed", "Failed"
+
+
+class JudgeTrial(models.Model):
+    """The "try it on one pair" of the New campaign page: a judge configuration asked one
+    fixed question by a worker (the web process loads no model and calls no judge)."""
+
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+"
+    )
+    judge_config = models.JSONField(default=dict)
+    state = models.CharField(
+        max_length=8, choices=JudgeTrialState.choices, default=JudgeTrialState.PENDING
+    )
+    prob_a = models.FloatField(null=True, blank=True)
+    choice = models.CharField(max_length=8, blank=True)
+    message = models.TextField(blank=True, help_text="Why it is invalid or failed.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"judge trial {self.pk} ({self.state})"

@@ -12,6 +12,7 @@ from django.utils import timezone
 
 from rlhf_platform.accounts.models import User
 from rlhf_platform.budgets.services import budget_lock
+from rlhf_platform.campaigns.egress import judge_config_check
 from rlhf_platform.campaigns.models import Campaign, Invite
 from rlhf_platform.campaigns.selectors import can_manage
 from rlhf_platform.campaigns.services import (
@@ -23,8 +24,9 @@ from rlhf_platform.campaigns.services import (
     invite_revoke,
 )
 from rlhf_platform.errors import InvalidInput, NotFound, PermissionDenied
-from rlhf_platform.insights.models import AuditAction, AuditEntry
+from rlhf_platform.insights.models import AuditAction, AuditEntry, JudgeTrial
 from rlhf_platform.labeling.models import Label
+from rlhf_platform.rounds import dispatch
 
 CAP_FIELDS = ("label_cap", "cost_cap", "annotator_daily_cap", "warn_fraction")
 
@@ -223,3 +225,17 @@ def budget_change_caps(
         before=before,
         after={k: _json(getattr(budget, k)) for k in parsed},
     )
+
+
+@transaction.atomic
+def judge_trial_request(*, actor: User, judge_config: dict[str, Any]) -> JudgeTrial:
+    """Queue one fixed question to ``judge_config`` on a worker (the page polls the trial).
+    The endpoint is checked against the allow-list here, as at campaign creation."""
+    if not actor.is_researcher:
+        raise PermissionDenied("Only researchers and admins try judges.")
+    if not judge_config.get("kind"):
+        raise InvalidInput("Pick a judge to try.", code="invalid_judge")
+    judge_config_check(judge_config)
+    trial = JudgeTrial.objects.create(created_by=actor, judge_config=judge_config)
+    dispatch.judge_trial(trial.pk)
+    return trial

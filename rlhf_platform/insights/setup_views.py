@@ -33,6 +33,7 @@ from rlhf_platform.campaigns.services import campaign_create, invite_accept
 from rlhf_platform.errors import Conflict, InvalidInput, NotFound, PermissionDenied, ServiceError
 from rlhf_platform.exports import services as exports
 from rlhf_platform.insights import campaign_form, label_browser, selectors, services
+from rlhf_platform.insights.models import TRIAL_PAIR, JudgeTrial
 from rlhf_platform.insights.views import _state_actions, insights_view
 
 IMPORT_MAX_BYTES = 20 * 1024 * 1024  # as the API: parsed whole, in one transaction
@@ -112,6 +113,43 @@ def campaign_new(request: HttpRequest) -> HttpResponse:
         },
         status=status,
     )
+
+
+@require_POST
+@insights_view
+def judge_try(request: HttpRequest) -> HttpResponse:
+    """ "Try it on one pair": queue the judge the form describes on a worker; the answer
+    fragment polls until the worker has answered."""
+    if not request.user.is_researcher:
+        raise PermissionDenied("Only researchers and admins try judges.")
+    config, errors = campaign_form.judge_config_from_post(request.POST)
+    trial = None
+    if not errors:
+        try:
+            trial = services.judge_trial_request(actor=request.user, judge_config=config)
+        except InvalidInput as exc:
+            errors = {"judge_base_url": [exc.message]}
+    ctx = {"trial": trial, "errors": [m for ms in errors.values() for m in ms]}
+    ctx |= _trial_context(trial)
+    template = "insights/_judge_trial.html" if _is_partial(request) else "insights/judge_trial.html"
+    return render(request, template, ctx, status=400 if errors else 200)
+
+
+def _trial_context(trial: JudgeTrial | None) -> dict[str, Any]:
+    return {"query": TRIAL_PAIR, "poll_seconds": 1 if trial is not None else 0}
+
+
+@require_GET
+@insights_view
+def judge_trial_page(request: HttpRequest, trial_id: int) -> HttpResponse:
+    if not request.user.is_researcher:
+        raise PermissionDenied("Only researchers and admins try judges.")
+    trial = JudgeTrial.objects.filter(pk=trial_id, created_by=request.user).first()
+    if trial is None:
+        raise Http404("No such trial.")
+    ctx = {"trial": trial, "errors": [], **_trial_context(trial)}
+    template = "insights/_judge_trial.html" if _is_partial(request) else "insights/judge_trial.html"
+    return render(request, template, ctx)
 
 
 # --- Manage: state, import, members, exports --------------------------------------------------

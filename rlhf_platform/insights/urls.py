@@ -10,6 +10,12 @@ urlpatterns = [
     path("research/", views.research_home, name="research"),
     path("research/compare/", views.compare_page, name="compare"),
     path("research/campaigns/new/", setup_views.campaign_new, name="campaign-new"),
+    path("research/judges/try/", setup_views.judge_try, name="judge-try"),
+    path(
+        "research/judges/trials/<int:trial_id>/",
+        setup_views.judge_trial_page,
+        name="judge-trial",
+    ),
     path(
         "research/campaigns/<int:campaign_id>/manage/",
         setup_views.campaign_manage,

@@ -27,7 +27,12 @@ def _send(kind: str, object_id: int) -> None:
         return
     from ml_worker import tasks
 
-    task = {"step": tasks.round_step, "judge": tasks.judge_round, "open": tasks.open_round}[kind]
+    task = {
+        "step": tasks.round_step,
+        "judge": tasks.judge_round,
+        "open": tasks.open_round,
+        "judge_trial": tasks.judge_trial,
+    }[kind]
     try:
         task.delay(object_id)
     except (BrokerError, OSError) as exc:
@@ -47,6 +52,11 @@ def judge(round_id: int) -> None:
 def open_round(campaign_id: int) -> None:
     """Open the campaign's next round in a worker (it may load models: not in a request)."""
     transaction.on_commit(lambda: _send("open", campaign_id))
+
+
+def judge_trial(trial_id: int) -> None:
+    """Ask a worker to put one question to a judge configuration (the page's "try it")."""
+    transaction.on_commit(lambda: _send("judge_trial", trial_id))
 
 
 @contextlib.contextmanager

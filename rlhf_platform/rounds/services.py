@@ -984,3 +984,36 @@ def campaign_run_inline(
             if rnd.state == RoundState.FAILED:
                 break
     return finished
+
+
+# --------------------------------------------------------------------------------------------
+# Judge trial (the New campaign page's "try it on one pair")
+# --------------------------------------------------------------------------------------------
+
+
+def judge_trial_run(*, trial_id: int) -> str:
+    """Put the fixed pair (:data:`rlhf_platform.insights.models.TRIAL_PAIR`) to the trial's
+    judge configuration and record the answer, or why it is invalid or failed. Returns the
+    trial's final state."""
+    from rlhf_platform.insights.models import TRIAL_PAIR, JudgeTrial, JudgeTrialState
+
+    trial = JudgeTrial.objects.filter(pk=trial_id, state=JudgeTrialState.PENDING).first()
+    if trial is None:
+        return ""
+    fields: dict[str, Any] = {"finished_at": timezone.now()}
+    try:
+        judge = build_judge(trial.judge_config, egress=judge_egress_policy())
+        (result,) = judge.judge([JudgeQuery(**TRIAL_PAIR)], seed=0)
+    except Exception as exc:  # noqa: BLE001 (anything: shown to the researcher, never raised)
+        fields |= {"state": JudgeTrialState.FAILED, "message": f"{type(exc).__name__}: {exc}"}
+    else:
+        if result.invalid_reason:
+            fields |= {"state": JudgeTrialState.FAILED, "message": result.invalid_reason}
+        else:
+            fields |= {
+                "state": JudgeTrialState.DONE,
+                "prob_a": result.prob_a,
+                "choice": result.choice or "",
+            }
+    JudgeTrial.objects.filter(pk=trial.pk).update(**{k: v for k, v in fields.items()})
+    return fields["state"]

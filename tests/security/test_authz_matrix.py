@@ -291,6 +291,18 @@ PAGES: dict[str, Case] = {
         lambda w: ("/research/campaigns/new/", {}),
         target=None,
     ),
+    # Trying a judge queues one question on a worker; researchers and admins only.
+    "insights:judge-try": Case(
+        row(("login", "403", "ok", "ok", "ok", "403", "ok")),
+        lambda w: ("/research/judges/try/", {"method": "post", **_form({"judge_kind": "oracle"})}),
+        target=None,
+    ),
+    # A trial is its creator's only: anyone else gets 404 (here: no trial of theirs).
+    "insights:judge-trial": Case(
+        row(("login", "403", "404", "404", "404", "403", "404")),
+        lambda w: (f"/research/judges/trials/{MISSING_ID}/", {}),
+        target=None,
+    ),
     "insights:manage": Case(
         row(PAGE_BUDGET), lambda w: (f"/research/campaigns/{_c(w)}/manage/", {})
     ),

@@ -394,3 +394,60 @@ def test_researchers_land_on_the_research_pages(client, researcher, annotator):
     client.logout()
     response = client.post("/login/", {"username": "anna", "password": "pw-anna"})
     assert response["Location"] == "/"
+
+
+# --- Try the judge on one pair ----------------------------------------------------------------
+
+
+def test_a_judge_is_tried_on_one_pair_by_a_worker(
+    client, researcher, django_capture_on_commit_callbacks
+):
+    from rlhf_platform.insights.models import JudgeTrial
+    from rlhf_platform.rounds import dispatch
+    from rlhf_platform.rounds.services import judge_trial_run
+
+    client.force_login(researcher)
+    form = GOOD | {"judge_kind": "oracle", "judge_extra": '{"encoder": "hashing"}'}
+    with dispatch.inline() as pop:
+        with django_capture_on_commit_callbacks(execute=True):
+            response = client.post(reverse("insights:judge-try"), form, **HX)
+        assert response.status_code == 200
+        html = response.content.decode()
+        assert 'data-trial-state="pending"' in html and "hx-get" in html
+        kind, trial_id = pop()
+    assert kind == "judge_trial"
+    trial = JudgeTrial.objects.get(pk=trial_id)
+    assert trial.judge_config == {"encoder": "hashing", "kind": "oracle", "temperature": 0.2}
+    assert judge_trial_run(trial_id=trial_id) == "done"
+    html = client.get(reverse("insights:judge-trial", args=[trial_id]), **HX).content.decode()
+    assert 'data-trial-state="done"' in html and "hx-get" not in html
+    trial.refresh_from_db()
+    assert trial.choice in ("A", "B", "tie") and 0 <= trial.prob_a <= 1
+    assert not Campaign.objects.exists()  # trying a judge saves no campaign
+
+
+def test_a_broken_judge_config_fails_with_its_reason(
+    client, researcher, django_capture_on_commit_callbacks
+):
+    from rlhf_platform.rounds import dispatch
+    from rlhf_platform.rounds.services import judge_trial_run
+
+    client.force_login(researcher)
+    with dispatch.inline() as pop:
+        with django_capture_on_commit_callbacks(execute=True):
+            client.post(
+                reverse("insights:judge-try"),
+                {"judge_kind": "oracle", "judge_extra": '{"no_such_option": 1}'},
+            )
+        _, trial_id = pop()
+    assert judge_trial_run(trial_id=trial_id) == "failed"
+    html = client.get(reverse("insights:judge-trial", args=[trial_id])).content.decode()
+    assert "The judge failed" in html and "no_such_option" in html
+
+
+def test_trying_needs_a_judge_and_a_researcher(client, researcher, annotator):
+    client.force_login(researcher)
+    response = client.post(reverse("insights:judge-try"), {"judge_kind": ""}, **HX)
+    assert response.status_code == 400 and "Pick a judge to try." in response.content.decode()
+    client.force_login(annotator)
+    assert client.post(reverse("insights:judge-try"), {"judge_kind": "oracle"}).status_code == 403
