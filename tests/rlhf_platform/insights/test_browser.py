@@ -8,7 +8,6 @@ var/screenshots/ (git ignores it; copies live under docs/img/ for docs/research.
 from __future__ import annotations
 
 import re
-
 from pathlib import Path
 
 import pytest
