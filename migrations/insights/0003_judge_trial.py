@@ -6,28 +6,50 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('insights', '0002_audit_actions_members_flags'),
+        ("insights", "0002_audit_actions_members_flags"),
         migrations.swappable_dependency(settings.AUTH_USER_MODEL),
     ]
 
     operations = [
         migrations.CreateModel(
-            name='JudgeTrial',
+            name="JudgeTrial",
             fields=[
-                ('id', models.BigAutoField(auto_created=True, primary_key=True, serialize=False, verbose_name='ID')),
-                ('judge_config', models.JSONField(default=dict)),
-                ('state', models.CharField(choices=[('pending', 'Waiting for a worker'), ('done', 'Answered'), ('failed', 'Failed')], default='pending', max_length=8)),
-                ('prob_a', models.FloatField(blank=True, null=True)),
-                ('choice', models.CharField(blank=True, max_length=8)),
-                ('message', models.TextField(blank=True, help_text='Why it is invalid or failed.')),
-                ('created_at', models.DateTimeField(auto_now_add=True)),
-                ('finished_at', models.DateTimeField(blank=True, null=True)),
-                ('created_by', models.ForeignKey(on_delete=django.db.models.deletion.CASCADE, related_name='+', to=settings.AUTH_USER_MODEL)),
+                (
+                    "id",
+                    models.BigAutoField(
+                        auto_created=True, primary_key=True, serialize=False, verbose_name="ID"
+                    ),
+                ),
+                ("judge_config", models.JSONField(default=dict)),
+                (
+                    "state",
+                    models.CharField(
+                        choices=[
+                            ("pending", "Waiting for a worker"),
+                            ("done", "Answered"),
+                            ("failed", "Failed"),
+                        ],
+                        default="pending",
+                        max_length=8,
+                    ),
+                ),
+                ("prob_a", models.FloatField(blank=True, null=True)),
+                ("choice", models.CharField(blank=True, max_length=8)),
+                ("message", models.TextField(blank=True, help_text="Why it is invalid or failed.")),
+                ("created_at", models.DateTimeField(auto_now_add=True)),
+                ("finished_at", models.DateTimeField(blank=True, null=True)),
+                (
+                    "created_by",
+                    models.ForeignKey(
+                        on_delete=django.db.models.deletion.CASCADE,
+                        related_name="+",
+                        to=settings.AUTH_USER_MODEL,
+                    ),
+                ),
             ],
             options={
-                'ordering': ['-created_at'],
+                "ordering": ["-created_at"],
             },
         ),
     ]
