@@ -1,6 +1,7 @@
 """A researcher's whole journey in Chromium, with no command line and no admin:
 
-1. log in (landing on the research pages) and create a judge-and-human campaign;
+1. log in (landing on the research pages), try the judge on one pair, and create a
+   judge-and-human campaign;
 2. upload a prompt file with a bad row, see it listed, fix it and upload again;
 3. add an annotator and start the campaign;
 4. the annotator labels 10 pairs, undoes one and labels it again;
@@ -29,6 +30,7 @@ from rlhf_platform.labeling.models import Comparison, Label, LabelSource
 from rlhf_platform.rounds import dispatch
 from rlhf_platform.rounds.services import (
     campaign_open_round,
+    judge_trial_run,
     round_judge,
     round_step,
 )
@@ -131,6 +133,13 @@ def test_a_researcher_runs_a_campaign_end_to_end_in_the_browser(
     r.get_by_label("Mixed: share of pairs also sent to the judge").fill("1")
     r.get_by_label("Judge", exact=True).select_option("oracle")
     r.get_by_label("More judge settings (JSON, optional)").fill('{"encoder": "hashing"}')
+    # Try the judge on one pair: a worker answers (here, this test), the page shows it.
+    r.get_by_role("button", name="Try it on one pair").click()
+    r.locator("#judge-trial[data-trial-state='pending']").wait_for()
+    kind, trial_id = inline_rounds()
+    assert kind == "judge_trial" and judge_trial_run(trial_id=trial_id) == "done"
+    r.locator("#judge-trial[data-trial-state='done']").wait_for()
+    assert "The judge answered" in r.inner_text("#judge-trial")
     r.get_by_label("Policy backend").select_option("tiny")
     r.get_by_label("Max new tokens per response").fill("8")
     r.get_by_label("Rounds (empty: until the budget ends)").fill("2")
