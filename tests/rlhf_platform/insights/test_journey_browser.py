@@ -269,6 +269,8 @@ def test_a_researcher_runs_a_campaign_end_to_end_in_the_browser(
     shots.take("campaign", f"/research/campaigns/{campaign.pk}/")
     shots.take("agreement", f"/research/campaigns/{campaign.pk}/agreement/")
     shots.take("budget", f"/budgets/campaigns/{campaign.pk}/")
+    shots.take("budgets", "/budgets/")
+    shots.take("compare", f"/research/compare/?c={campaign.pk}")
 
     # 6. Pause, confirmed and audited.
     r.goto(f"{base}/research/campaigns/{campaign.pk}/manage/")
