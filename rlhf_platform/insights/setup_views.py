@@ -34,15 +34,9 @@ from rlhf_platform.errors import Conflict, InvalidInput, NotFound, PermissionDen
 from rlhf_platform.exports import services as exports
 from rlhf_platform.insights import campaign_form, label_browser, selectors, services
 from rlhf_platform.insights.models import TRIAL_PAIR, JudgeTrial
-from rlhf_platform.insights.views import _state_actions, insights_view
+from rlhf_platform.insights.views import STATE_WORDS, _state_actions, insights_view
 
 IMPORT_MAX_BYTES = 20 * 1024 * 1024  # as the API: parsed whole, in one transaction
-STATE_WORDS = {
-    "start": ("Start", "started", "Annotators can label and rounds begin."),
-    "pause": ("Pause", "paused", "Annotators are told it is paused; nothing is served."),
-    "resume": ("Resume", "resumed", "Labeling and rounds go on."),
-    "finish": ("Finish", "finished", "This cannot be undone: nothing more is served."),
-}
 INVITE_HOURS = ((24, "1 day"), (24 * 7, "7 days"), (24 * 30, "30 days"), (1, "1 hour"))
 
 

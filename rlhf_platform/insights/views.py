@@ -27,6 +27,7 @@ from django.views.decorators.http import require_GET, require_POST
 
 from rlhf_platform.campaigns.models import CampaignState
 from rlhf_platform.campaigns.selectors import campaign_progress, can_manage
+from rlhf_platform.campaigns.services import STATE_ACTIONS
 from rlhf_platform.errors import InvalidInput, NotFound, PermissionDenied, ServiceError
 from rlhf_platform.exports import services as exports
 from rlhf_platform.insights import charts, selectors, services, tables
@@ -68,10 +69,16 @@ def insights_view(view: Callable[..., HttpResponse]) -> Callable[..., HttpRespon
     return never_cache(wrapper)
 
 
-def _state_actions(campaign) -> list[dict[str, str]]:
-    from rlhf_platform.campaigns.services import STATE_ACTIONS
-    from rlhf_platform.insights.setup_views import STATE_WORDS
+STATE_WORDS = {
+    "start": ("Start", "started", "Annotators can label and rounds begin."),
+    "pause": ("Pause", "paused", "Annotators are told it is paused; nothing is served."),
+    "resume": ("Resume", "resumed", "Labeling and rounds go on."),
+    "finish": ("Finish", "finished", "This cannot be undone: nothing more is served."),
+}
 
+
+def _state_actions(campaign) -> list[dict[str, str]]:
+    """The state buttons a campaign in its current state offers."""
     return [
         {"action": a, "label": STATE_WORDS[a][0], "note": STATE_WORDS[a][2]}
         for a, (sources, _) in STATE_ACTIONS.items()
