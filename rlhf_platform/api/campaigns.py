@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from drf_spectacular.utils import (
     extend_schema,
     extend_schema_serializer,
@@ -12,6 +13,7 @@ from rest_framework.parsers import JSONParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from rlhf_platform import limits
 from rlhf_platform.api.common import (
     ApiView,
     JsonObjectField,
@@ -46,8 +48,6 @@ from rlhf_platform.exports.services import prompts_import_file
 TAG = ["campaigns"]
 INT32_MAX = 2**31 - 1
 INT64_MAX = 2**63 - 1
-# An import is parsed whole, in memory, inside one transaction: 20 MB is ~100k prompts.
-IMPORT_MAX_BYTES = 20 * 1024 * 1024
 IMPORT_FORMATS = ["jsonl", "csv", "parquet"]
 _EXTENSIONS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet"}
 
@@ -274,16 +274,22 @@ class CampaignMembersApi(ApiView):
 
 class PromptImportApi(ApiView):
     parser_classes = [JSONParser, MultiPartParser]
+    large_body = True  # limits.BodySizeLimitMiddleware: IMPORT_REQUEST_MAX_BYTES
 
     @extend_schema_serializer(component_name="PromptImportText")
     class JsonInputSerializer(serializers.Serializer):
         format = enum_string_field(IMPORT_FORMATS)
-        content = serializers.CharField(trim_whitespace=False)
+        content = serializers.CharField(
+            trim_whitespace=False,
+            help_text="The file's text: at most `IMPORT_MAX_BYTES` (20 MiB) as UTF-8, the same "
+            "limit as a file upload.",
+        )
 
     @extend_schema_serializer(component_name="PromptImportFile")
     class FileInputSerializer(serializers.Serializer):
         file = serializers.FileField(
-            help_text=f"UTF-8 text, at most {IMPORT_MAX_BYTES // 2**20} MB."
+            help_text=f"UTF-8 text, at most {limits.describe(settings.IMPORT_MAX_BYTES)} "
+            "(`IMPORT_MAX_BYTES`)."
         )
         format = enum_string_field(
             IMPORT_FORMATS,
@@ -311,10 +317,11 @@ class PromptImportApi(ApiView):
             201: OutputSerializer,
             **error_responses(
                 e400="`import_invalid` (bad rows, listed in `details`; or a CSV without a "
-                "`prompt` column), `import_empty`, `invalid_format`, `invalid_encoding`, "
-                "`file_too_large`",
+                "`prompt` column), `import_empty`, `invalid_format`, `invalid_encoding`",
                 e403="`permission_denied`",
                 e404="`not_found`",
+                e413="`file_too_large` (over `IMPORT_MAX_BYTES`), `request_too_large` (a body "
+                "over `IMPORT_REQUEST_MAX_BYTES`)",
                 e415="`unsupported_media_type` (send JSON or multipart/form-data)",
             ),
         },
@@ -331,11 +338,7 @@ class PromptImportApi(ApiView):
             serializer = self.JsonInputSerializer(data=request.data)
             serializer.is_valid(raise_exception=True)
             content, fmt = serializer.validated_data["content"], serializer.validated_data["format"]
-            if len(content) > IMPORT_MAX_BYTES:
-                raise InvalidInput(
-                    f"The content is {len(content)} characters; at most {IMPORT_MAX_BYTES}.",
-                    code="file_too_large",
-                )
+            limits.check_import_size(len(content.encode("utf-8", "surrogatepass")))
         prompts = prompts_import(campaign=campaign, content=content, fmt=fmt)
         return Response(
             self.OutputSerializer({"count": len(prompts)}).data, status=status.HTTP_201_CREATED
@@ -354,11 +357,7 @@ class PromptImportApi(ApiView):
                     "Cannot tell the format from the file name; send format=jsonl, csv or parquet.",
                     code="invalid_format",
                 )
-        if upload.size > IMPORT_MAX_BYTES:
-            raise InvalidInput(
-                f"The file is {upload.size} bytes; at most {IMPORT_MAX_BYTES} are accepted.",
-                code="file_too_large",
-            )
+        limits.check_import_size(upload.size)
         return upload.read(), fmt
 
 

@@ -19,7 +19,7 @@ from rest_framework.parsers import JSONParser
 from rest_framework.permissions import AllowAny, IsAuthenticated
 from rest_framework.views import APIView
 
-from rlhf_platform.campaigns.services import has_nul
+from rlhf_platform import limits
 from rlhf_platform.errors import NotFound
 
 
@@ -48,6 +48,7 @@ _COMMON = {
     400: "`malformed_request` (the body is not valid JSON), `validation_error` (fields "
     "missing or of the wrong type; `details` maps fields to messages)",
     401: "`not_authenticated` (no credentials), `authentication_failed` (bad token)",
+    413: "`request_too_large` (a body over `REQUEST_MAX_BYTES`, 2.5 MiB by default)",
     415: "`unsupported_media_type` (send JSON)",
 }
 #: Any endpoint, during an outage of the database: retry after `Retry-After` seconds.
@@ -72,13 +73,15 @@ def error_responses(*, body: bool = True, **codes_by_status: str) -> dict[int, O
 
 
 class JsonObjectField(serializers.DictField):
-    """A JSON object to store in a ``JSONField``: refuses U+0000 in any key or string,
-    which PostgreSQL's jsonb cannot hold (the insert would be a server error)."""
+    """A JSON object to store in a ``JSONField``: refuses U+0000 and lone surrogates in any
+    key or string (``limits.value_problem``), which PostgreSQL's jsonb cannot hold (the
+    insert would be a server error)."""
 
     def to_internal_value(self, data):
         value = super().to_internal_value(data)
-        if has_nul(value):
-            raise serializers.ValidationError("Null characters are not allowed.")
+        problem = limits.value_problem(value)
+        if problem:
+            raise serializers.ValidationError(f"The object {problem}.")
         return value
 
 

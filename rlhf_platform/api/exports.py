@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 
+from django.conf import settings
 from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
@@ -19,6 +20,7 @@ from rest_framework.parsers import MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from rlhf_platform import limits
 from rlhf_platform.api.common import ApiView, ErrorSerializer, enum_string_field, error_responses
 from rlhf_platform.api.permissions import require_researcher
 from rlhf_platform.campaigns.selectors import get_campaign_for_user
@@ -26,9 +28,6 @@ from rlhf_platform.errors import InvalidInput
 from rlhf_platform.exports import services
 
 TAG = ["exports"]
-# An export is built in memory before it is sent; an import is parsed whole, in one
-# transaction. 20 MB is ~100k prompts or ~20k pairs of long responses.
-IMPORT_MAX_BYTES = 20 * 1024 * 1024
 
 
 def _download(data: bytes, fmt: str, filename: str) -> HttpResponse:
@@ -129,10 +128,13 @@ class LabelExportApi(ApiView):
 
 class _FileImportApi(ApiView):
     parser_classes = [MultiPartParser]
+    large_body = True  # limits.BodySizeLimitMiddleware: IMPORT_REQUEST_MAX_BYTES
 
     @extend_schema_serializer(component_name="ImportFile")
     class InputSerializer(serializers.Serializer):
-        file = serializers.FileField(help_text=f"At most {IMPORT_MAX_BYTES // 2**20} MB.")
+        file = serializers.FileField(
+            help_text=f"At most {limits.describe(settings.IMPORT_MAX_BYTES)} (`IMPORT_MAX_BYTES`)."
+        )
         file_format = enum_string_field(
             list(services.IMPORT_FORMATS),
             required=False,
@@ -150,19 +152,16 @@ class _FileImportApi(ApiView):
         fmt = services.format_from_name(
             upload.name or "", serializer.validated_data.get("file_format")
         )
-        if upload.size > IMPORT_MAX_BYTES:
-            raise InvalidInput(
-                f"The file is {upload.size} bytes; at most {IMPORT_MAX_BYTES} are accepted.",
-                code="file_too_large",
-            )
+        limits.check_import_size(upload.size)
         return upload.read(), fmt
 
 
 _IMPORT_ERRORS = error_responses(
     e400="`import_invalid` (bad rows, listed in `details`), `import_empty`, "
-    "`invalid_format`, `invalid_encoding`, `file_too_large`",
+    "`invalid_format`, `invalid_encoding`",
     e403="`permission_denied` (not the owner or an admin)",
     e404="`not_found`",
+    e413="`file_too_large` (over `IMPORT_MAX_BYTES`), `request_too_large`",
     e415="`unsupported_media_type` (send multipart/form-data)",
 )
 

@@ -29,10 +29,12 @@ from django.db import transaction
 
 from rlhf_platform.campaigns.models import Campaign
 from rlhf_platform.campaigns.services import (
+    PairRow,
     PromptRow,
     _parse_prompt_record,
     checked_rows,
     comparisons_import_pairs,
+    parse_pair_records,
     parse_prompt_file,
     prompts_create,
 )
@@ -324,21 +326,24 @@ def prompts_import_file(
     return len(prompts_create(campaign=campaign, rows=rows, progress=progress))
 
 
-def parse_pair_bytes(data: bytes, fmt: str) -> list[dict[str, Any]]:
-    """Pair records ``{prompt, response_a, response_b, [split, reference, priority]}``."""
+def parse_pair_bytes(data: bytes, fmt: str) -> list[PairRow]:
+    """Pair rows ``{prompt | messages, response_a, response_b, [split, reference, priority,
+    metadata]}`` of a JSONL, CSV or Parquet file; every bad row listed, none imported."""
+    lines: list[int] = []
+    errors: list[dict[str, Any]] = []
+    records: list[Any] = []
     if fmt == "parquet":
         records = read_parquet_records(data)
+        lines = list(range(1, len(records) + 1))
     elif fmt == "jsonl":
-        records = []
         for lineno, line in enumerate(_decode(data).splitlines(), start=1):
             if not line.strip():
                 continue
             try:
                 records.append(json.loads(line))
+                lines.append(lineno)
             except json.JSONDecodeError as exc:
-                raise InvalidInput(
-                    f"line {lineno}: invalid JSON: {exc.msg}", code="import_invalid"
-                ) from None
+                errors.append({"line": lineno, "error": f"invalid JSON: {exc.msg}"})
     elif fmt == "csv":
         reader = csv.DictReader(io.StringIO(_decode(data)))
         missing = {"prompt", "response_a", "response_b"} - set(reader.fieldnames or [])
@@ -347,15 +352,22 @@ def parse_pair_bytes(data: bytes, fmt: str) -> list[dict[str, Any]]:
                 f"The CSV lacks the column(s) {', '.join(sorted(missing))}.",
                 code="import_invalid",
             )
-        records = list(reader)
+        for record in reader:
+            if None in record:
+                errors.append({"line": reader.line_num, "error": "more fields than the header"})
+                continue
+            records.append(record)
+            lines.append(reader.line_num)
     else:
         raise InvalidInput(
             f"Unknown format {fmt!r}; use {', '.join(IMPORT_FORMATS)}.", code="invalid_format"
         )
-    records = [{k: v for k, v in r.items() if v not in (None, "")} for r in records]
-    if not records:
-        raise InvalidInput("The file holds no pairs.", code="import_empty")
-    return records
+    records = [
+        {k: v for k, v in r.items() if v not in (None, "")} if isinstance(r, dict) else r
+        for r in records
+    ]
+    unit = "row" if fmt == "parquet" else "line"
+    return parse_pair_records(records, unit=unit, lines=lines, errors=errors)
 
 
 def pairs_import_file(
