@@ -53,7 +53,12 @@ def _enum_param(name: str, values: tuple[str, ...], default: str, text: str) -> 
 
 # GET endpoints read no body, but they do check their query parameters.
 _EXPORT_ERRORS = {
-    **error_responses(body=False, e403="`permission_denied` (annotators)", e404="`not_found`"),
+    **error_responses(
+        body=False,
+        e403="`permission_denied` (annotators)",
+        e404="`not_found`",
+        e409="`nothing_to_export` (no label matches: no file is sent)",
+    ),
     400: OpenApiResponse(response=ErrorSerializer, description="`invalid_parameter`"),
 }
 
@@ -65,8 +70,10 @@ class PreferenceExportApi(ApiView):
         summary="Preferences as TRL-ready JSONL (researchers and admins who see the campaign)",
         description="One row per label: `{prompt, chosen, rejected}`. `form=conversational` "
         "makes `prompt` a list of messages and `chosen`/`rejected` one assistant message "
-        "each. Ties and both-bad are excluded unless `ties=keep`, which keeps them (A as "
-        "chosen) and adds a boolean `tie` column to every row.",
+        "each. Ties and both-bad are excluded unless `ties=keep`, which keeps them with "
+        "`chosen` and `rejected` null (no trainer can read them as a preference) and adds "
+        "`response_a`, `response_b`, `choice` and a boolean `tie` to every row. No "
+        "matching label: 409 `nothing_to_export`.",
         parameters=[
             _enum_param("form", services.PREFERENCE_FORMS, "standard", "Row form."),
             _enum_param("ties", ("exclude", "keep"), "exclude", "Ties and both-bad labels."),
@@ -85,6 +92,10 @@ class PreferenceExportApi(ApiView):
         form = _choice(request, "form", services.PREFERENCE_FORMS, "standard")
         keep = _choice(request, "ties", ("exclude", "keep"), "exclude") == "keep"
         source = _choice(request, "source", services.LABEL_SOURCES, "all")
+        services.require_rows(
+            services.preferences_count(campaign=campaign, keep_ties=keep, source=source),
+            "preference labels",
+        )
         out = io.BytesIO()
         services.write_jsonl(
             services.preference_records(
@@ -121,6 +132,7 @@ class LabelExportApi(ApiView):
         campaign = get_campaign_for_user(request.user, campaign_id)
         fmt = _choice(request, "file_format", services.LABEL_FORMATS, "jsonl")
         source = _choice(request, "source", services.LABEL_SOURCES, "all")
+        services.require_rows(services.labels_count(campaign=campaign, source=source), "labels")
         out = io.BytesIO()
         services.write_labels(services.label_records(campaign=campaign, source=source), out, fmt)
         return _download(out.getvalue(), fmt, f"campaign-{campaign.pk}-labels.{fmt}")

@@ -12,9 +12,18 @@ Formats, as written here and documented in ``docs/research.md``:
 - Every label is one row: a comparison labeled by three annotators gives three rows (the
   weight of a contested pair is then its label count, as when training on raw labels).
 - Ties and "both bad" say nothing about which response is better, so by default they are
-  **excluded**. With ``keep_ties`` they are kept, with response A as ``chosen`` and B as
-  ``rejected``, and every row gets a boolean ``tie`` column so a trainer can drop them or
-  give them a label-smoothed loss. Without the flag the rows hold exactly the three columns.
+  **excluded**. With ``keep_ties`` they are kept in a form no preference trainer can
+  misread as "A preferred": their ``chosen`` and ``rejected`` are **null**, the two texts
+  are in ``response_a`` / ``response_b`` (in the comparison's order), and ``choice`` says
+  ``"tie"`` or ``"both_bad"``. A trainer that ignores those columns fails on the null
+  instead of learning a preference nobody gave (checked with TRL's ``DPOTrainer`` and
+  ``RewardTrainer`` in ``tests/rlhf_platform/exports/test_trl.py``); filter with
+  ``tie == False`` to train, or use the tie rows for a label-smoothed or KTO-style loss.
+  With ``keep_ties`` every row has the columns ``prompt, chosen, rejected, response_a,
+  response_b, choice, tie``; without it, exactly ``prompt, chosen, rejected``.
+- An export with no rows is not written: the API answers 409 ``nothing_to_export`` and the
+  commands stop with that message, since an empty JSONL file is something neither
+  ``datasets.load_dataset`` nor a person can read.
 """
 
 from __future__ import annotations
@@ -38,7 +47,7 @@ from rlhf_platform.campaigns.services import (
     parse_prompt_file,
     prompts_create,
 )
-from rlhf_platform.errors import InvalidInput
+from rlhf_platform.errors import InvalidInput, ServiceError
 from rlhf_platform.exports.cells import spreadsheet_safe
 from rlhf_platform.labeling.models import Label
 
@@ -120,18 +129,21 @@ def preference_records(
     for label in qs.iterator(chunk_size=chunk_size):
         c = label.comparison
         a, b = c.response_a.text, c.response_b.text
+        decisive = label.choice in ("A", "B")
         chosen, rejected = (b, a) if label.choice == "B" else (a, b)
         if form == "standard":
-            row: dict[str, Any] = {"prompt": c.prompt.text, "chosen": chosen, "rejected": rejected}
+            prompt: Any = c.prompt.text
         else:
-            prompt = c.prompt.messages or [{"role": "user", "content": c.prompt.text}]
-            row = {
-                "prompt": [{"role": m["role"], "content": m["content"]} for m in prompt],
-                "chosen": [{"role": "assistant", "content": chosen}],
-                "rejected": [{"role": "assistant", "content": rejected}],
-            }
+            history = c.prompt.messages or [{"role": "user", "content": c.prompt.text}]
+            prompt = [{"role": m["role"], "content": m["content"]} for m in history]
+            a, b, chosen, rejected = (
+                [{"role": "assistant", "content": text}] for text in (a, b, chosen, rejected)
+            )
+        row: dict[str, Any] = {"prompt": prompt, "chosen": chosen, "rejected": rejected}
         if keep_ties:
-            row["tie"] = label.choice not in ("A", "B")
+            if not decisive:
+                row["chosen"] = row["rejected"] = None
+            row.update(response_a=a, response_b=b, choice=label.choice, tie=not decisive)
         yield row
 
 
@@ -143,6 +155,20 @@ def write_jsonl(rows: Iterable[dict[str, Any]], out: IO[bytes], progress: Progre
         if progress:
             progress(1)
     return n
+
+
+class NothingToExport(ServiceError):
+    code = "nothing_to_export"
+    status = 409
+
+
+def require_rows(count: int, what: str) -> None:
+    """An export of no rows is refused (see the module docstring): 409 with the reason."""
+    if count == 0:
+        raise NothingToExport(
+            f"No {what} match this export yet, so there is no file to give: an empty JSONL "
+            "file is not a dataset any loader reads. Label first, or widen the filters."
+        )
 
 
 # --- Labels with provenance -----------------------------------------------------------------

@@ -41,6 +41,7 @@ from ml_worker.core.enn import CHOICE_TARGETS, ENNTrainer
 from ml_worker.core.evaluation import NoValidJudgmentsError, win_rate
 from ml_worker.core.judges.base import JudgeAuthError, JudgeConfigError, JudgeQuery, build_judge
 from ml_worker.core.update import reinforce_signals, unlabeled_signals
+from rlhf_platform import limits
 from rlhf_platform.budgets.selectors import budget_status
 from rlhf_platform.budgets.services import budget_debit, budget_lock
 from rlhf_platform.campaigns.egress import judge_egress_policy
@@ -360,7 +361,9 @@ def _generate(rnd: Round, token: str) -> str:
                     prompt=prompt,
                     round=rnd,
                     policy_version=rnd.policy_version,
-                    text=text,
+                    # Untrusted model output: NULs and lone surrogates replaced, cut to
+                    # RESPONSE_MAX_CHARS (the round still has K responses per prompt).
+                    text=limits.model_text(text),
                     token_count=next(flat, 0),
                 )
             )
