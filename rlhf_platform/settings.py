@@ -189,6 +189,10 @@ SPECTACULAR_SETTINGS = {
         "ImportFormatEnum": ["jsonl", "csv", "parquet"],
     },
     "COMPONENT_SPLIT_REQUEST": True,
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "rlhf_platform.api.links.add_links",  # OpenAPI links between operations
+    ],
 }
 
 # --- Labeling rules -----------------------------------------------------------------------

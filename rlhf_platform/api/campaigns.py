@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from django.conf import settings
 from drf_spectacular.utils import (
+    OpenApiResponse,
     extend_schema,
     extend_schema_serializer,
 )
 from rest_framework import serializers, status
-from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.parsers import JSONParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -16,9 +16,14 @@ from rest_framework.response import Response
 from rlhf_platform import limits
 from rlhf_platform.api.common import (
     ApiView,
+    ErrorSerializer,
     JsonObjectField,
+    StrictInputSerializer,
+    StrictLimitOffsetPagination,
+    decimal_string_field,
     enum_string_field,
     error_responses,
+    name_field,
 )
 from rlhf_platform.api.permissions import require_researcher
 from rlhf_platform.budgets.selectors import budget_status
@@ -98,8 +103,8 @@ class CampaignListCreateApi(ApiView):
         created_at = serializers.DateTimeField()
 
     @extend_schema_serializer(component_name="CampaignCreate")
-    class CreateInputSerializer(serializers.Serializer):
-        name = serializers.CharField(max_length=200)
+    class CreateInputSerializer(StrictInputSerializer):
+        name = name_field(max_length=200)
         description = serializers.CharField(required=False, allow_blank=True)
         guidelines = serializers.CharField(
             required=False, allow_blank=True, help_text="Shown to annotators beside each pair."
@@ -125,20 +130,16 @@ class CampaignListCreateApi(ApiView):
         label_cap = serializers.IntegerField(
             min_value=0, max_value=INT32_MAX, required=False, allow_null=True
         )
-        cost_cap = serializers.DecimalField(
-            max_digits=12, decimal_places=4, min_value=0, required=False, allow_null=True
+        cost_cap = decimal_string_field(
+            max_digits=12, decimal_places=4, required=False, allow_null=True
         )
         annotator_daily_cap = serializers.IntegerField(
             min_value=0, max_value=INT32_MAX, required=False, allow_null=True
         )
-        human_label_cost = serializers.DecimalField(
-            max_digits=12, decimal_places=6, min_value=0, required=False
-        )
-        judge_call_cost = serializers.DecimalField(
-            max_digits=12, decimal_places=6, min_value=0, required=False
-        )
+        human_label_cost = decimal_string_field(max_digits=12, decimal_places=6, required=False)
+        judge_call_cost = decimal_string_field(max_digits=12, decimal_places=6, required=False)
 
-    pagination_class = LimitOffsetPagination
+    pagination_class = StrictLimitOffsetPagination
 
     @extend_schema(
         tags=TAG,
@@ -149,6 +150,11 @@ class CampaignListCreateApi(ApiView):
         responses={
             200: ListOutputSerializer(many=True),
             **error_responses(body=False),
+            400: OpenApiResponse(
+                response=ErrorSerializer,
+                description="`validation_error` (`limit` or `offset` not an integer, or "
+                "below its minimum)",
+            ),
         },
     )
     def get(self, request: Request) -> Response:
@@ -203,7 +209,7 @@ class CampaignDetailApi(ApiView):
 
 class CampaignStateApi(ApiView):
     @extend_schema_serializer(component_name="CampaignStateChange")
-    class InputSerializer(serializers.Serializer):
+    class InputSerializer(StrictInputSerializer):
         action = enum_string_field(
             list(STATE_ACTIONS),
             help_text="start: draft to running; pause: running to paused; resume: paused to "
@@ -240,8 +246,8 @@ class CampaignStateApi(ApiView):
 
 class CampaignMembersApi(ApiView):
     @extend_schema_serializer(component_name="CampaignMemberAdd")
-    class InputSerializer(serializers.Serializer):
-        username = serializers.CharField(max_length=150)
+    class InputSerializer(StrictInputSerializer):
+        username = name_field(max_length=150)
 
     @extend_schema_serializer(component_name="CampaignMember")
     class OutputSerializer(serializers.Serializer):
@@ -277,7 +283,7 @@ class PromptImportApi(ApiView):
     large_body = True  # limits.BodySizeLimitMiddleware: IMPORT_REQUEST_MAX_BYTES
 
     @extend_schema_serializer(component_name="PromptImportText")
-    class JsonInputSerializer(serializers.Serializer):
+    class JsonInputSerializer(StrictInputSerializer):
         format = enum_string_field(IMPORT_FORMATS)
         content = serializers.CharField(
             trim_whitespace=False,
@@ -286,7 +292,7 @@ class PromptImportApi(ApiView):
         )
 
     @extend_schema_serializer(component_name="PromptImportFile")
-    class FileInputSerializer(serializers.Serializer):
+    class FileInputSerializer(StrictInputSerializer):
         file = serializers.FileField(
             help_text=f"UTF-8 text, at most {limits.describe(settings.IMPORT_MAX_BYTES)} "
             "(`IMPORT_MAX_BYTES`)."

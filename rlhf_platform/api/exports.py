@@ -21,7 +21,13 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from rlhf_platform import limits
-from rlhf_platform.api.common import ApiView, ErrorSerializer, enum_string_field, error_responses
+from rlhf_platform.api.common import (
+    ApiView,
+    ErrorSerializer,
+    StrictInputSerializer,
+    enum_string_field,
+    error_responses,
+)
 from rlhf_platform.api.permissions import require_researcher
 from rlhf_platform.campaigns.selectors import get_campaign_for_user
 from rlhf_platform.errors import InvalidInput
@@ -143,7 +149,7 @@ class _FileImportApi(ApiView):
     large_body = True  # limits.BodySizeLimitMiddleware: IMPORT_REQUEST_MAX_BYTES
 
     @extend_schema_serializer(component_name="ImportFile")
-    class InputSerializer(serializers.Serializer):
+    class InputSerializer(StrictInputSerializer):
         file = serializers.FileField(
             help_text=f"At most {limits.describe(settings.IMPORT_MAX_BYTES)} (`IMPORT_MAX_BYTES`)."
         )
