@@ -109,11 +109,18 @@ def _feature_cache() -> Path:
 
 
 def _write_version_files(
-    campaign: Campaign, kind: str, name: str, write: Callable[[Path], None]
+    campaign: Campaign,
+    kind: str,
+    name: str,
+    write: Callable[[Path], None],
+    *,
+    clean_stale: bool = True,
 ) -> str:
     """Write a version's files aside and rename them into place; returns the relative path.
 
-    Folders of earlier, crashed attempts at the same name (never registered) are removed.
+    Folders of earlier, crashed attempts at the same name (never registered) are removed,
+    unless ``clean_stale`` is off: a caller that writes without holding the campaign's lock
+    (the initial versions) must not remove a concurrent writer's unregistered folder.
     """
     base = _artifact_root() / "campaigns" / str(campaign.pk) / kind
     base.mkdir(parents=True, exist_ok=True)
@@ -122,7 +129,7 @@ def _write_version_files(
             "artifact_path", flat=True
         )
     )
-    for stale in base.glob(f"{name}-*"):
+    for stale in base.glob(f"{name}-*") if clean_stale else ():
         if str(stale.relative_to(_artifact_root())) not in registered:
             shutil.rmtree(stale, ignore_errors=True)
     token = new_token()
@@ -167,30 +174,53 @@ def _initial_version(campaign: Campaign, kind: str) -> ModelVersion | None:
 
 
 def ensure_initial_versions(campaign: Campaign) -> tuple[ModelVersion, ModelVersion]:
-    """Write and register version 0 of the policy and the reward model (once)."""
+    """Write and register version 0 of the policy and the reward model (once).
+
+    The model is built and its files written *outside* any transaction: loading a base
+    model takes seconds (SmolLM2 from its GGUF: ~18 s the first time), and on the embedded
+    SQLite a transaction holding the write lock that long made every login wait behind it.
+    Only the registration is a short locked transaction; if another worker registered a
+    version meanwhile, ours is discarded and theirs returned.
+    """
+    policy_v = _initial_version(campaign, ModelKind.POLICY)
+    reward_v = _initial_version(campaign, ModelKind.REWARD)
+    if policy_v and reward_v:
+        return policy_v, reward_v
+    spec = learner.PolicySpec.from_config(campaign.policy_config)
+    written: dict[str, tuple[str, dict[str, Any]]] = {}
+    if policy_v is None:
+        policy = learner.new_policy(spec)
+        written[ModelKind.POLICY] = (
+            _write_version_files(
+                campaign, ModelKind.POLICY, "initial", policy.save, clean_stale=False
+            ),
+            {},
+        )
+        del policy
+    if reward_v is None:
+        dim = learner.feature_dim(spec)
+        trainer = learner.new_reward_trainer(campaign.reward_config, dim, campaign.seed)
+        written[ModelKind.REWARD] = (
+            _write_version_files(
+                campaign, ModelKind.REWARD, "initial", trainer.save, clean_stale=False
+            ),
+            {"parameters": trainer.model.parameter_count()},
+        )
     with transaction.atomic():
         campaign = Campaign.objects.select_for_update().get(pk=campaign.pk)
-        policy_v = _initial_version(campaign, ModelKind.POLICY)
-        reward_v = _initial_version(campaign, ModelKind.REWARD)
-        if policy_v and reward_v:
-            return policy_v, reward_v
-        spec = learner.PolicySpec.from_config(campaign.policy_config)
-        if policy_v is None:
-            policy = learner.new_policy(spec)
-            rel = _write_version_files(campaign, ModelKind.POLICY, "initial", policy.save)
-            policy_v = _register(campaign, ModelKind.POLICY, rel, rnd=None, parent=None, metrics={})
-        if reward_v is None:
-            dim = learner.feature_dim(spec)
-            trainer = learner.new_reward_trainer(campaign.reward_config, dim, campaign.seed)
-            rel = _write_version_files(campaign, ModelKind.REWARD, "initial", trainer.save)
-            reward_v = _register(
-                campaign,
-                ModelKind.REWARD,
-                rel,
-                rnd=None,
-                parent=None,
-                metrics={"parameters": trainer.model.parameter_count()},
-            )
+        versions = {}
+        for kind in (ModelKind.POLICY, ModelKind.REWARD):
+            existing = _initial_version(campaign, kind)
+            rel, metrics = written.get(kind, (None, {}))
+            if existing is not None:
+                if rel is not None:  # another worker won the race: drop our copy
+                    shutil.rmtree(_artifact_root() / rel, ignore_errors=True)
+                versions[kind] = existing
+            else:
+                versions[kind] = _register(
+                    campaign, kind, rel, rnd=None, parent=None, metrics=metrics
+                )
+        policy_v, reward_v = versions[ModelKind.POLICY], versions[ModelKind.REWARD]
         Campaign.objects.filter(pk=campaign.pk).update(
             active_policy_version=policy_v, active_reward_version=reward_v
         )
