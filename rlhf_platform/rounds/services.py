@@ -944,6 +944,38 @@ def rounds_sweep(*, idle_seconds: int | None = None) -> dict[str, int]:
     return counts
 
 
+def rounds_resume_interrupted() -> list[Round]:
+    """Take back every round step left claimed by a worker that is gone, and send it again.
+
+    For a start when **no worker of this database is running**: the embedded demo calls it
+    (``manage.py resume_rounds`` in ``scripts/demo.sh``) before it starts its own worker,
+    so a round interrupted by Ctrl-C resumes at once instead of after
+    ``ROUND_CLAIM_STALE_SECONDS`` (10 minutes by default). With workers running elsewhere
+    it would take their claims from under them (their advance would then be refused, and
+    the step done twice): scale-out deployments rely on the stale-claim sweep instead.
+    A step's work is redone from its start; every step is idempotent (responses of a
+    crashed attempt are replaced, versions registered once).
+    """
+    working = [
+        RoundState.GENERATING,
+        RoundState.SELECTING,
+        RoundState.LEARNING,
+        RoundState.EVALUATING,
+    ]
+    resumed = []
+    for rnd in Round.objects.filter(state__in=working).order_by("id"):
+        with transaction.atomic():
+            Round.objects.filter(pk=rnd.pk).update(claim_token="", claimed_at=None)
+            dispatch.step(rnd.pk)
+        resumed.append(rnd)
+    for rnd in Round.objects.filter(state=RoundState.LABELING).order_by("id"):
+        if _needs_judge(rnd.pk).exists():
+            with transaction.atomic():
+                dispatch.judge(rnd.pk)
+            resumed.append(rnd)
+    return resumed
+
+
 def _judge_idle_since(rnd: Round):
     """When the judge last worked on the round (or, if never, when it started labeling)."""
     last_call = (
