@@ -59,6 +59,9 @@ def campaign_create(
     """Create a campaign in the draft state, with its budget."""
     if not owner.is_researcher:
         raise PermissionDenied("Only researchers and admins create campaigns.")
+    problem = limits.value_problem({"name": name, **fields})
+    if problem:  # spec files and the admin reach here without the API's serializers
+        raise InvalidInput(f"The campaign {problem}.", code="invalid_text")
     if Campaign.objects.filter(name=name).exists():
         raise Conflict(f"A campaign named {name!r} exists already.", code="name_taken")
     judge_config_check(fields.get("judge_config"))
@@ -193,18 +196,23 @@ def parse_prompt_file(content: str, fmt: str) -> list[PromptRow]:
             except ValueError as exc:
                 errors.append({"line": lineno, "error": str(exc)})
     elif fmt == "csv":
-        reader = csv.DictReader(io.StringIO(content))
-        if not reader.fieldnames or not {"prompt", "text"} & set(reader.fieldnames):
+        reader = csv.DictReader(io.StringIO(content, newline=""))
+        try:
+            if not reader.fieldnames or not {"prompt", "text"} & set(reader.fieldnames):
+                raise InvalidInput(
+                    "The CSV needs a header row with a 'prompt' column.", code="import_invalid"
+                )
+            for record in reader:
+                try:
+                    if None in record:
+                        raise ValueError("more fields than the header has")
+                    rows.append(_parse_prompt_record(record))
+                except ValueError as exc:
+                    errors.append({"line": reader.line_num, "error": str(exc)})
+        except csv.Error as exc:
             raise InvalidInput(
-                "The CSV needs a header row with a 'prompt' column.", code="import_invalid"
-            )
-        for record in reader:
-            try:
-                if None in record:
-                    raise ValueError("more fields than the header has")
-                rows.append(_parse_prompt_record(record))
-            except ValueError as exc:
-                errors.append({"line": reader.line_num, "error": str(exc)})
+                f"line {reader.line_num}: not readable as CSV: {exc}", code="import_invalid"
+            ) from None
     else:
         raise InvalidInput(f"Unknown format {fmt!r}; use jsonl or csv.", code="invalid_format")
     return checked_rows(rows, errors)
@@ -281,7 +289,7 @@ def _parse_pair_record(record: Any) -> PairRow:
                 "are accepted (RESPONSE_MAX_CHARS)"
             )
     if a == b:
-        raise ValueError("'response_a' and 'response_b' are the same text")
+        raise ValueError("needs two different responses: 'response_a' and 'response_b' are equal")
     raw = record.get("priority", 0.0)
     try:
         if isinstance(raw, bool):

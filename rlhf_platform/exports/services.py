@@ -371,19 +371,24 @@ def parse_pair_bytes(data: bytes, fmt: str) -> list[PairRow]:
             except json.JSONDecodeError as exc:
                 errors.append({"line": lineno, "error": f"invalid JSON: {exc.msg}"})
     elif fmt == "csv":
-        reader = csv.DictReader(io.StringIO(_decode(data)))
-        missing = {"prompt", "response_a", "response_b"} - set(reader.fieldnames or [])
-        if missing:
+        reader = csv.DictReader(io.StringIO(_decode(data), newline=""))
+        try:
+            missing = {"prompt", "response_a", "response_b"} - set(reader.fieldnames or [])
+            if missing:
+                raise InvalidInput(
+                    f"The CSV lacks the column(s) {', '.join(sorted(missing))}.",
+                    code="import_invalid",
+                )
+            for record in reader:
+                if None in record:
+                    errors.append({"line": reader.line_num, "error": "more fields than the header"})
+                    continue
+                records.append(record)
+                lines.append(reader.line_num)
+        except csv.Error as exc:
             raise InvalidInput(
-                f"The CSV lacks the column(s) {', '.join(sorted(missing))}.",
-                code="import_invalid",
-            )
-        for record in reader:
-            if None in record:
-                errors.append({"line": reader.line_num, "error": "more fields than the header"})
-                continue
-            records.append(record)
-            lines.append(reader.line_num)
+                f"line {reader.line_num}: not readable as CSV: {exc}", code="import_invalid"
+            ) from None
     else:
         raise InvalidInput(
             f"Unknown format {fmt!r}; use {', '.join(IMPORT_FORMATS)}.", code="invalid_format"

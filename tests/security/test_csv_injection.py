@@ -28,7 +28,7 @@ HOSTILE = [
     " =1+1",
     "\n=1+1",
     "\u00a0=1+1",
-    "\uff1dHYPERLINK(\"http://evil.example\")",
+    '\uff1dHYPERLINK("http://evil.example")',
     "\uff0b1+1",
     "\uff0d1+1",
     "\uff20SUM(1)",

@@ -318,3 +318,28 @@ def test_a_rationale_with_a_lone_surrogate_is_refused_by_the_service(world):
         )
     assert caught.value.code == "invalid_text"
     assert not Label.objects.exists()
+
+
+def test_the_service_refuses_bad_text_from_a_spec_file_too(world):
+    """Spec files (``manage.py campaign_create``) reach the service without a serializer."""
+    from rlhf_platform.campaigns.services import campaign_create
+    from rlhf_platform.errors import InvalidInput
+
+    with pytest.raises(InvalidInput) as caught:
+        campaign_create(owner=world["owner"], name="S", policy_config={"k": "\udc00"})
+    assert caught.value.code == "invalid_text"
+    assert not Campaign.objects.filter(name="S").exists()
+
+
+@pytest.mark.parametrize("kind", ["prompts", "pairs"])
+def test_a_csv_with_a_bare_carriage_return_is_an_import_error(world, kind):
+    """Found by the fuzzer: csv.Error ("new-line character seen in unquoted field") was a 500."""
+    if kind == "prompts":
+        body = {"format": "csv", "content": "prompt\na\rb\n"}
+        response = _post_json(world, _prompts_url(world), body)
+    else:
+        data = b"prompt,response_a,response_b\np\r,a,b\n"
+        response = _post_file(world, _pairs_url(world), "x.csv", data)
+    assert response.status_code in (201, 400), response.content[:300]
+    if response.status_code == 400:
+        assert response.json()["code"] == "import_invalid"

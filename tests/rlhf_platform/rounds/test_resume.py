@@ -57,4 +57,4 @@ def test_with_nothing_interrupted_it_changes_nothing(researcher):
 
 def test_make_demo_resumes_before_it_starts_its_worker():
     script = (ROOT / "scripts" / "demo.sh").read_text()
-    assert script.index("manage.py resume_rounds") < script.index("exec \"$VENV_BIN/honcho\"")
+    assert script.index("manage.py resume_rounds") < script.index('exec "$VENV_BIN/honcho"')
