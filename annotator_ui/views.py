@@ -277,7 +277,8 @@ def label_submit_view(request: HttpRequest, lease_id: int) -> HttpResponse:
             campaign,
             status=400,
             errors=errors,
-            rationale=request.POST.get("rationale", ""),
+            # Never echo more than the limit back: a 1 MB rationale made an 11 MB page.
+            rationale=request.POST.get("rationale", "")[: settings.RATIONALE_MAX_LENGTH],
         )
     data = form.cleaned_data
     try:
@@ -293,7 +294,11 @@ def label_submit_view(request: HttpRequest, lease_id: int) -> HttpResponse:
         raise Http404("No such lease.") from None
     except InvalidInput as exc:
         return _render_workspace(
-            request, campaign, status=400, errors=[exc.message], rationale=data["rationale"]
+            request,
+            campaign,
+            status=400,
+            errors=[exc.message],
+            rationale=data["rationale"][: settings.RATIONALE_MAX_LENGTH],
         )
     except ServiceError as exc:
         # Expired lease, already answered, round closed, budget spent: say so and move on;

@@ -64,6 +64,19 @@ def env_list(name: str, default: list[str]) -> list[str]:
     return [item.strip() for item in raw.split(",") if item.strip()]
 
 
+# The embedded quickstart runs a web server and a worker on one SQLite file. WAL lets
+# readers (a login page, a lease) read while the worker writes; a writer waits up to
+# `timeout` seconds for another's lock instead of failing at once; IMMEDIATE takes the
+# write lock at BEGIN, so two writers queue instead of deadlocking on an upgrade. No worker
+# holds a transaction while it loads or runs a model (rounds/services.py), so waits are
+# short (tests/rlhf_platform/test_sqlite_demo.py).
+SQLITE_OPTIONS = {
+    "timeout": 20,
+    "transaction_mode": "IMMEDIATE",
+    "init_command": "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;",
+}
+
+
 def database_config(name: str, default_sqlite: Path) -> dict:
     """Parse ``DATABASE_URL``; only PostgreSQL and SQLite are supported."""
     import dj_database_url
@@ -73,8 +86,7 @@ def database_config(name: str, default_sqlite: Path) -> dict:
         return {
             "ENGINE": "django.db.backends.sqlite3",
             "NAME": str(default_sqlite),
-            # The embedded quickstart runs a web server and a worker on one file.
-            "OPTIONS": {"timeout": 20, "transaction_mode": "IMMEDIATE"},
+            "OPTIONS": SQLITE_OPTIONS,
         }
     try:
         config = dj_database_url.parse(raw, conn_max_age=60, conn_health_checks=True)
@@ -86,6 +98,8 @@ def database_config(name: str, default_sqlite: Path) -> dict:
             f"{name} names an unsupported database ({engine or 'unknown scheme'}); "
             "use postgres://... or sqlite:///..."
         )
+    if engine == "django.db.backends.sqlite3":
+        config["OPTIONS"] = {**SQLITE_OPTIONS, **config.get("OPTIONS", {})}
     return config
 
 

@@ -68,6 +68,8 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
+    # Before CSRF, which reads form bodies: a body over its limit is refused unread (413).
+    "rlhf_platform.limits.BodySizeLimitMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
     "django.contrib.auth.middleware.AuthenticationMiddleware",
     "django.contrib.messages.middleware.MessageMiddleware",
@@ -187,6 +189,10 @@ SPECTACULAR_SETTINGS = {
         "ImportFormatEnum": ["jsonl", "csv", "parquet"],
     },
     "COMPONENT_SPLIT_REQUEST": True,
+    "POSTPROCESSING_HOOKS": [
+        "drf_spectacular.hooks.postprocess_schema_enums",
+        "rlhf_platform.api.links.add_links",  # OpenAPI links between operations
+    ],
 }
 
 # --- Labeling rules -----------------------------------------------------------------------
@@ -195,6 +201,20 @@ LEASE_SECONDS = env_int("LEASE_SECONDS", 300, minimum=10)
 # long as no round has consumed it.
 LABEL_UNDO_SECONDS = env_int("LABEL_UNDO_SECONDS", 30, minimum=0)
 RATIONALE_MAX_LENGTH = 2000  # documented in the API schema and README
+
+# --- Size limits (rlhf_platform/limits.py; the table is in docs/security.md) ------------------
+# Any request body, except imports. Django's own default, so every form keeps working.
+REQUEST_MAX_BYTES = env_int("REQUEST_MAX_BYTES", 2_621_440, minimum=65_536)
+# An imported file (multipart), or the UTF-8 bytes of the JSON `content` of an import.
+IMPORT_MAX_BYTES = env_int("IMPORT_MAX_BYTES", 20 * 2**20, minimum=65_536)
+# The body of an import request: JSON escaping lengthens text (`"` is sent as `\"`), so
+# twice the file plus room for the other fields.
+IMPORT_REQUEST_MAX_BYTES = 2 * IMPORT_MAX_BYTES + 2**20
+# Backstop for bodies without Content-Length; the middleware applies the per-view limit.
+DATA_UPLOAD_MAX_MEMORY_SIZE = IMPORT_REQUEST_MAX_BYTES
+# One prompt, one response (imported, or generated: model output is cut to it).
+PROMPT_MAX_CHARS = env_int("PROMPT_MAX_CHARS", 20_000, minimum=100)
+RESPONSE_MAX_CHARS = env_int("RESPONSE_MAX_CHARS", 50_000, minimum=100)
 
 # --- Celery -------------------------------------------------------------------------------
 CELERY_BROKER_URL = broker_url("CELERY_BROKER_URL")

@@ -35,6 +35,9 @@ if [ "$DEBUG" != "1" ]; then
   "$VENV_BIN/python" manage.py collectstatic --noinput -v0
 fi
 "$VENV_BIN/python" manage.py seed_demo
+# No worker runs yet: a round that the last `make demo` left mid-step (Ctrl-C) is taken
+# back and sent again now, instead of after the 10-minute stale-claim timeout.
+"$VENV_BIN/python" manage.py resume_rounds
 
 base="http://$DEMO_HOST:$DEMO_PORT"
 cat <<MSG

@@ -22,7 +22,7 @@ from rlhf_platform.accounts.services import (
     login_failure_record,
     login_success_reset,
 )
-from rlhf_platform.api.common import ApiView, error_responses
+from rlhf_platform.api.common import ApiView, StrictInputSerializer, error_responses, name_field
 from rlhf_platform.errors import ServiceError
 
 
@@ -60,8 +60,8 @@ class AuthTokenApi(ApiView):
     parser_classes = [JSONParser, FormParser]
 
     @extend_schema_serializer(component_name="TokenCredentials")
-    class InputSerializer(serializers.Serializer):
-        username = serializers.CharField(max_length=150)
+    class InputSerializer(StrictInputSerializer):
+        username = name_field(max_length=150)
         password = serializers.CharField(trim_whitespace=False, style={"input_type": "password"})
 
     @extend_schema_serializer(component_name="Token")

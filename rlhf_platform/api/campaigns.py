@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
+from django.conf import settings
 from drf_spectacular.utils import (
+    OpenApiResponse,
     extend_schema,
     extend_schema_serializer,
 )
 from rest_framework import serializers, status
-from rest_framework.pagination import LimitOffsetPagination
 from rest_framework.parsers import JSONParser, MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
+from rlhf_platform import limits
 from rlhf_platform.api.common import (
     ApiView,
+    ErrorSerializer,
+    StrictInputSerializer,
+    StrictLimitOffsetPagination,
+    decimal_string_field,
     enum_string_field,
     error_responses,
+    name_field,
 )
 from rlhf_platform.api.permissions import require_researcher
 from rlhf_platform.budgets.selectors import budget_status
@@ -44,8 +51,6 @@ from rlhf_platform.errors import InvalidInput
 from rlhf_platform.exports.services import prompts_import_file
 
 TAG = ["campaigns"]
-# An import is parsed whole, in memory, inside one transaction: 20 MB is ~100k prompts.
-IMPORT_MAX_BYTES = 20 * 1024 * 1024
 IMPORT_FORMATS = ["jsonl", "csv", "parquet"]
 _EXTENSIONS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet"}
 
@@ -96,10 +101,20 @@ class CampaignListCreateApi(ApiView):
         created_at = serializers.DateTimeField()
 
     @extend_schema_serializer(component_name="CampaignCreate")
-    class CreateInputSerializer(CampaignDefinition):
-        """The one campaign definition (``rlhf_platform.campaigns.definition``)."""
+    class CreateInputSerializer(StrictInputSerializer, CampaignDefinition):
+        """The one campaign definition (``rlhf_platform.campaigns.definition``), read as
+        strict JSON. Only the wire format differs from a form or a spec file: the name is
+        measured as sent, and money is a decimal *string* whose pattern the schema states."""
 
-    pagination_class = LimitOffsetPagination
+        name = name_field(max_length=200)
+        cost_cap = decimal_string_field(
+            max_digits=12, decimal_places=4, required=False, allow_null=True
+        )
+        human_label_cost = decimal_string_field(max_digits=12, decimal_places=6, required=False)
+        judge_call_cost = decimal_string_field(max_digits=12, decimal_places=6, required=False)
+        judge_token_cost = decimal_string_field(max_digits=14, decimal_places=10, required=False)
+
+    pagination_class = StrictLimitOffsetPagination
 
     @extend_schema(
         tags=TAG,
@@ -110,6 +125,11 @@ class CampaignListCreateApi(ApiView):
         responses={
             200: ListOutputSerializer(many=True),
             **error_responses(body=False),
+            400: OpenApiResponse(
+                response=ErrorSerializer,
+                description="`validation_error` (`limit` or `offset` not an integer, or "
+                "below its minimum)",
+            ),
         },
     )
     def get(self, request: Request) -> Response:
@@ -164,7 +184,7 @@ class CampaignDetailApi(ApiView):
 
 class CampaignStateApi(ApiView):
     @extend_schema_serializer(component_name="CampaignStateChange")
-    class InputSerializer(serializers.Serializer):
+    class InputSerializer(StrictInputSerializer):
         action = enum_string_field(
             list(STATE_ACTIONS),
             help_text="start: draft to running; pause: running to paused; resume: paused to "
@@ -201,8 +221,8 @@ class CampaignStateApi(ApiView):
 
 class CampaignMembersApi(ApiView):
     @extend_schema_serializer(component_name="CampaignMemberAdd")
-    class InputSerializer(serializers.Serializer):
-        username = serializers.CharField(max_length=150)
+    class InputSerializer(StrictInputSerializer):
+        username = name_field(max_length=150)
 
     @extend_schema_serializer(component_name="CampaignMember")
     class OutputSerializer(serializers.Serializer):
@@ -235,16 +255,22 @@ class CampaignMembersApi(ApiView):
 
 class PromptImportApi(ApiView):
     parser_classes = [JSONParser, MultiPartParser]
+    large_body = True  # limits.BodySizeLimitMiddleware: IMPORT_REQUEST_MAX_BYTES
 
     @extend_schema_serializer(component_name="PromptImportText")
-    class JsonInputSerializer(serializers.Serializer):
+    class JsonInputSerializer(StrictInputSerializer):
         format = enum_string_field(IMPORT_FORMATS)
-        content = serializers.CharField(trim_whitespace=False)
+        content = serializers.CharField(
+            trim_whitespace=False,
+            help_text="The file's text: at most `IMPORT_MAX_BYTES` (20 MiB) as UTF-8, the same "
+            "limit as a file upload.",
+        )
 
     @extend_schema_serializer(component_name="PromptImportFile")
-    class FileInputSerializer(serializers.Serializer):
+    class FileInputSerializer(StrictInputSerializer):
         file = serializers.FileField(
-            help_text=f"UTF-8 text, at most {IMPORT_MAX_BYTES // 2**20} MB."
+            help_text=f"UTF-8 text, at most {limits.describe(settings.IMPORT_MAX_BYTES)} "
+            "(`IMPORT_MAX_BYTES`)."
         )
         format = enum_string_field(
             IMPORT_FORMATS,
@@ -272,10 +298,11 @@ class PromptImportApi(ApiView):
             201: OutputSerializer,
             **error_responses(
                 e400="`import_invalid` (bad rows, listed in `details`; or a CSV without a "
-                "`prompt` column), `import_empty`, `invalid_format`, `invalid_encoding`, "
-                "`file_too_large`",
+                "`prompt` column), `import_empty`, `invalid_format`, `invalid_encoding`",
                 e403="`permission_denied`",
                 e404="`not_found`",
+                e413="`file_too_large` (over `IMPORT_MAX_BYTES`), `request_too_large` (a body "
+                "over `IMPORT_REQUEST_MAX_BYTES`)",
                 e415="`unsupported_media_type` (send JSON or multipart/form-data)",
             ),
         },
@@ -292,11 +319,7 @@ class PromptImportApi(ApiView):
             serializer = self.JsonInputSerializer(data=request.data)
             serializer.is_valid(raise_exception=True)
             content, fmt = serializer.validated_data["content"], serializer.validated_data["format"]
-            if len(content) > IMPORT_MAX_BYTES:
-                raise InvalidInput(
-                    f"The content is {len(content)} characters; at most {IMPORT_MAX_BYTES}.",
-                    code="file_too_large",
-                )
+            limits.check_import_size(len(content.encode("utf-8", "surrogatepass")))
         prompts = prompts_import(campaign=campaign, content=content, fmt=fmt)
         return Response(
             self.OutputSerializer({"count": len(prompts)}).data, status=status.HTTP_201_CREATED
@@ -315,11 +338,7 @@ class PromptImportApi(ApiView):
                     "Cannot tell the format from the file name; send format=jsonl, csv or parquet.",
                     code="invalid_format",
                 )
-        if upload.size > IMPORT_MAX_BYTES:
-            raise InvalidInput(
-                f"The file is {upload.size} bytes; at most {IMPORT_MAX_BYTES} are accepted.",
-                code="file_too_large",
-            )
+        limits.check_import_size(upload.size)
         return upload.read(), fmt
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 
 from django.conf import settings
+from django.core.exceptions import RequestDataTooBig, TooManyFieldsSent
 from django.db import InterfaceError, OperationalError
 from rest_framework import exceptions
 from rest_framework.response import Response
@@ -39,6 +40,25 @@ def exception_handler(exc, context):
         if getattr(exc, "retry_after", None):
             response["Retry-After"] = str(exc.retry_after)
         return response
+    if isinstance(exc, RequestDataTooBig):
+        # A body without Content-Length (the middleware refuses the others unread) that
+        # outgrew DATA_UPLOAD_MAX_MEMORY_SIZE while it was read.
+        return Response(
+            {
+                "code": "request_too_large",
+                "message": "The request body is over "
+                f"{settings.DATA_UPLOAD_MAX_MEMORY_SIZE} bytes, the most accepted.",
+            },
+            status=413,
+        )
+    if isinstance(exc, TooManyFieldsSent):
+        return Response(
+            {
+                "code": "malformed_request",
+                "message": f"More than {settings.DATA_UPLOAD_MAX_NUMBER_FIELDS} form fields.",
+            },
+            status=400,
+        )
     if isinstance(exc, (OperationalError, InterfaceError)):
         # The database is unreachable or restarting (connection refused or dropped, server
         # shutting down), or the transaction hit a serialization failure or deadlock. The

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 
+from django.conf import settings
 from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
@@ -19,16 +20,20 @@ from rest_framework.parsers import MultiPartParser
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from rlhf_platform.api.common import ApiView, ErrorSerializer, enum_string_field, error_responses
+from rlhf_platform import limits
+from rlhf_platform.api.common import (
+    ApiView,
+    ErrorSerializer,
+    StrictInputSerializer,
+    enum_string_field,
+    error_responses,
+)
 from rlhf_platform.api.permissions import require_researcher
 from rlhf_platform.campaigns.selectors import get_campaign_for_user
 from rlhf_platform.errors import InvalidInput
 from rlhf_platform.exports import services
 
 TAG = ["exports"]
-# An export is built in memory before it is sent; an import is parsed whole, in one
-# transaction. 20 MB is ~100k prompts or ~20k pairs of long responses.
-IMPORT_MAX_BYTES = 20 * 1024 * 1024
 
 
 def _download(data: bytes, fmt: str, filename: str) -> HttpResponse:
@@ -54,7 +59,12 @@ def _enum_param(name: str, values: tuple[str, ...], default: str, text: str) -> 
 
 # GET endpoints read no body, but they do check their query parameters.
 _EXPORT_ERRORS = {
-    **error_responses(body=False, e403="`permission_denied` (annotators)", e404="`not_found`"),
+    **error_responses(
+        body=False,
+        e403="`permission_denied` (annotators)",
+        e404="`not_found`",
+        e409="`nothing_to_export` (no label matches: no file is sent)",
+    ),
     400: OpenApiResponse(response=ErrorSerializer, description="`invalid_parameter`"),
 }
 
@@ -66,8 +76,10 @@ class PreferenceExportApi(ApiView):
         summary="Preferences as TRL-ready JSONL (researchers and admins who see the campaign)",
         description="One row per label: `{prompt, chosen, rejected}`. `form=conversational` "
         "makes `prompt` a list of messages and `chosen`/`rejected` one assistant message "
-        "each. Ties and both-bad are excluded unless `ties=keep`, which keeps them (A as "
-        "chosen) and adds a boolean `tie` column to every row.",
+        "each. Ties and both-bad are excluded unless `ties=keep`, which keeps them with "
+        "`chosen` and `rejected` null (no trainer can read them as a preference) and adds "
+        "`response_a`, `response_b`, `choice` and a boolean `tie` to every row. No "
+        "matching label: 409 `nothing_to_export`.",
         parameters=[
             _enum_param("form", services.PREFERENCE_FORMS, "standard", "Row form."),
             _enum_param("ties", ("exclude", "keep"), "exclude", "Ties and both-bad labels."),
@@ -86,6 +98,10 @@ class PreferenceExportApi(ApiView):
         form = _choice(request, "form", services.PREFERENCE_FORMS, "standard")
         keep = _choice(request, "ties", ("exclude", "keep"), "exclude") == "keep"
         source = _choice(request, "source", services.LABEL_SOURCES, "all")
+        services.require_rows(
+            services.preferences_count(campaign=campaign, keep_ties=keep, source=source),
+            "preference labels",
+        )
         out = io.BytesIO()
         services.write_jsonl(
             services.preference_records(
@@ -122,6 +138,7 @@ class LabelExportApi(ApiView):
         campaign = get_campaign_for_user(request.user, campaign_id)
         fmt = _choice(request, "file_format", services.LABEL_FORMATS, "jsonl")
         source = _choice(request, "source", services.LABEL_SOURCES, "all")
+        services.require_rows(services.labels_count(campaign=campaign, source=source), "labels")
         out = io.BytesIO()
         services.write_labels(services.label_records(campaign=campaign, source=source), out, fmt)
         return _download(out.getvalue(), fmt, f"campaign-{campaign.pk}-labels.{fmt}")
@@ -129,10 +146,13 @@ class LabelExportApi(ApiView):
 
 class _FileImportApi(ApiView):
     parser_classes = [MultiPartParser]
+    large_body = True  # limits.BodySizeLimitMiddleware: IMPORT_REQUEST_MAX_BYTES
 
     @extend_schema_serializer(component_name="ImportFile")
-    class InputSerializer(serializers.Serializer):
-        file = serializers.FileField(help_text=f"At most {IMPORT_MAX_BYTES // 2**20} MB.")
+    class InputSerializer(StrictInputSerializer):
+        file = serializers.FileField(
+            help_text=f"At most {limits.describe(settings.IMPORT_MAX_BYTES)} (`IMPORT_MAX_BYTES`)."
+        )
         file_format = enum_string_field(
             list(services.IMPORT_FORMATS),
             required=False,
@@ -150,19 +170,16 @@ class _FileImportApi(ApiView):
         fmt = services.format_from_name(
             upload.name or "", serializer.validated_data.get("file_format")
         )
-        if upload.size > IMPORT_MAX_BYTES:
-            raise InvalidInput(
-                f"The file is {upload.size} bytes; at most {IMPORT_MAX_BYTES} are accepted.",
-                code="file_too_large",
-            )
+        limits.check_import_size(upload.size)
         return upload.read(), fmt
 
 
 _IMPORT_ERRORS = error_responses(
     e400="`import_invalid` (bad rows, listed in `details`), `import_empty`, "
-    "`invalid_format`, `invalid_encoding`, `file_too_large`",
+    "`invalid_format`, `invalid_encoding`",
     e403="`permission_denied` (not the owner or an admin)",
     e404="`not_found`",
+    e413="`file_too_large` (over `IMPORT_MAX_BYTES`), `request_too_large`",
     e415="`unsupported_media_type` (send multipart/form-data)",
 )
 

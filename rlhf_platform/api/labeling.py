@@ -19,7 +19,12 @@ from rest_framework import serializers, status
 from rest_framework.request import Request
 from rest_framework.response import Response
 
-from rlhf_platform.api.common import ApiView, enum_string_field, error_responses
+from rlhf_platform.api.common import (
+    ApiView,
+    StrictInputSerializer,
+    enum_string_field,
+    error_responses,
+)
 from rlhf_platform.labeling.models import Choice, Label
 from rlhf_platform.labeling.selectors import lease_display
 from rlhf_platform.labeling.services import (
@@ -108,15 +113,21 @@ class RationaleField(serializers.CharField):
     """Length checked by the service (``rationale_too_long``), documented here."""
 
 
+@extend_schema_field({"type": "string", "minLength": 1, "maxLength": IDEMPOTENCY_KEY_MAX})
+class IdempotencyKeyField(serializers.CharField):
+    """Length checked by the service (``invalid_idempotency_key``), documented here: the
+    schema used to allow the empty key that the service refuses."""
+
+
 class LabelSubmitApi(ApiView):
     @extend_schema_serializer(component_name="LabelSubmit")
-    class InputSerializer(serializers.Serializer):
+    class InputSerializer(StrictInputSerializer):
         choice = enum_string_field(
             Choice.values,
             help_text='"A": the response shown first is better; "B": the one shown second; '
             '"tie"; "both_bad".',
         )
-        idempotency_key = serializers.CharField(
+        idempotency_key = IdempotencyKeyField(
             trim_whitespace=False,
             allow_blank=True,  # the service answers `invalid_idempotency_key`
             help_text=f"1 to {IDEMPOTENCY_KEY_MAX} characters, chosen by the client once per "

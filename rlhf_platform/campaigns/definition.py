@@ -13,8 +13,8 @@ from typing import Any
 
 from rest_framework import serializers
 
+from rlhf_platform import limits
 from rlhf_platform.campaigns.models import AcquisitionRule, Algorithm, FeedbackMode
-from rlhf_platform.campaigns.services import has_nul
 
 INT32_MAX = 2**31 - 1
 INT64_MAX = 2**63 - 1
@@ -30,13 +30,15 @@ BUDGET_FIELDS = (
 
 
 class JsonObjectField(serializers.DictField):
-    """A JSON object to store in a ``JSONField``: refuses U+0000 in any key or string,
-    which PostgreSQL's jsonb cannot hold (the insert would be a server error)."""
+    """A JSON object to store in a ``JSONField``: refuses U+0000 and lone surrogates in any
+    key or string (``limits.value_problem``), which PostgreSQL's jsonb cannot hold (the
+    insert would be a server error)."""
 
     def to_internal_value(self, data):
         value = super().to_internal_value(data)
-        if has_nul(value):
-            raise serializers.ValidationError("Null characters are not allowed.")
+        problem = limits.value_problem(value)
+        if problem:
+            raise serializers.ValidationError(f"The object {problem}.")
         return value
 
 

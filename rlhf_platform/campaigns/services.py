@@ -7,16 +7,19 @@ import datetime as dt
 import hashlib
 import io
 import json
+import math
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from rlhf_platform import limits
 from rlhf_platform.accounts.models import User
 from rlhf_platform.budgets.models import Budget
 from rlhf_platform.campaigns.egress import judge_config_check
@@ -33,8 +36,6 @@ from rlhf_platform.campaigns.models import (
 from rlhf_platform.errors import Conflict, InvalidInput, NotFound, PermissionDenied
 from rlhf_platform.labeling.models import Comparison
 from rlhf_platform.rounds import dispatch
-
-PROMPT_MAX_CHARS = 20_000
 
 # action -> (states it may start from, state it leads to)
 STATE_ACTIONS: dict[str, tuple[tuple[str, ...], str]] = {
@@ -64,6 +65,9 @@ def campaign_create(
     """Create a campaign in the draft state, with its budget."""
     if not owner.is_researcher:
         raise PermissionDenied("Only researchers and admins create campaigns.")
+    problem = limits.value_problem({"name": name, **fields})
+    if problem:  # spec files and the admin reach here without the API's serializers
+        raise InvalidInput(f"The campaign {problem}.", code="invalid_text")
     if Campaign.objects.filter(name=name).exists():
         raise Conflict(f"A campaign named {name!r} exists already.", code="name_taken")
     judge_config_check(fields.get("judge_config"))
@@ -167,23 +171,17 @@ class PromptRow:
     metadata: dict[str, Any]
 
 
-def has_nul(value: Any) -> bool:
-    """Whether a string anywhere in ``value`` holds U+0000, which PostgreSQL cannot store
-    in text or jsonb (the insert would fail with a server error)."""
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(has_nul(k) or has_nul(v) for k, v in value.items())
-    if isinstance(value, list | tuple):
-        return any(has_nul(v) for v in value)
-    return False
-
-
 def _parse_prompt_record(record: Any) -> PromptRow:
+    """One import row (a JSON object, a CSV row or a Parquet row); ValueError says why not.
+
+    Every text is checked for what cannot be stored (``limits.value_problem``) and for its
+    length (``PROMPT_MAX_CHARS``), so a bad row is refused here, never by the database.
+    """
     if not isinstance(record, dict):
         raise ValueError("expected an object with a 'prompt' field")
-    if has_nul(record):
-        raise ValueError("contains a NUL character (\\u0000), which cannot be stored")
+    problem = limits.value_problem(record)
+    if problem:
+        raise ValueError(problem)
     text = record.get("prompt", record.get("text"))
     messages = record.get("messages")
     if messages is not None:
@@ -194,24 +192,45 @@ def _parse_prompt_record(record: Any) -> PromptRow:
             for m in messages
         ):
             raise ValueError("'messages' must be a list of {role, content} objects")
-        if text in (None, ""):
+        if not messages:
+            messages = None
+        else:
+            messages = [{"role": m["role"], "content": m["content"]} for m in messages]
+            history = sum(len(m["content"]) for m in messages)
+            if history > settings.PROMPT_MAX_CHARS:
+                raise ValueError(
+                    f"'messages' hold {history} characters; at most "
+                    f"{settings.PROMPT_MAX_CHARS} are accepted (PROMPT_MAX_CHARS)"
+                )
+        if text in (None, "") and messages:
             text = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
     if not isinstance(text, str) or not text.strip():
         raise ValueError("missing or empty 'prompt'")
-    if len(text) > PROMPT_MAX_CHARS:
-        raise ValueError(f"prompt longer than {PROMPT_MAX_CHARS} characters")
+    if len(text) > settings.PROMPT_MAX_CHARS:
+        raise ValueError(
+            f"the prompt is {len(text)} characters; at most {settings.PROMPT_MAX_CHARS} are "
+            "accepted (PROMPT_MAX_CHARS)"
+        )
     split = record.get("split") or Split.TRAIN
     if split not in Split.values:
         raise ValueError(f"split must be one of {', '.join(Split.values)}, not {split!r}")
     reference = record.get("reference") or ""
     if not isinstance(reference, str):
         raise ValueError("'reference' must be a string")
+    if len(reference) > settings.RESPONSE_MAX_CHARS:
+        raise ValueError(
+            f"the reference is {len(reference)} characters; at most "
+            f"{settings.RESPONSE_MAX_CHARS} are accepted (RESPONSE_MAX_CHARS)"
+        )
     metadata = record.get("metadata") or {}
     if isinstance(metadata, str):
         try:
             metadata = json.loads(metadata)
         except json.JSONDecodeError:
             raise ValueError("'metadata' is not valid JSON") from None
+        problem = limits.value_problem(metadata)
+        if problem:
+            raise ValueError(f"'metadata' {problem}")
     if not isinstance(metadata, dict):
         raise ValueError("'metadata' must be an object")
     return PromptRow(
@@ -234,18 +253,23 @@ def parse_prompt_file(content: str, fmt: str) -> list[PromptRow]:
             except ValueError as exc:
                 errors.append({"line": lineno, "error": str(exc)})
     elif fmt == "csv":
-        reader = csv.DictReader(io.StringIO(content))
-        if not reader.fieldnames or not {"prompt", "text"} & set(reader.fieldnames):
+        reader = csv.DictReader(io.StringIO(content, newline=""))
+        try:
+            if not reader.fieldnames or not {"prompt", "text"} & set(reader.fieldnames):
+                raise InvalidInput(
+                    "The CSV needs a header row with a 'prompt' column.", code="import_invalid"
+                )
+            for record in reader:
+                try:
+                    if None in record:
+                        raise ValueError("more fields than the header has")
+                    rows.append(_parse_prompt_record(record))
+                except ValueError as exc:
+                    errors.append({"line": reader.line_num, "error": str(exc)})
+        except csv.Error as exc:
             raise InvalidInput(
-                "The CSV needs a header row with a 'prompt' column.", code="import_invalid"
-            )
-        for record in reader:
-            try:
-                if None in record:
-                    raise ValueError("more fields than the header has")
-                rows.append(_parse_prompt_record(record))
-            except ValueError as exc:
-                errors.append({"line": reader.line_num, "error": str(exc)})
+                f"line {reader.line_num}: not readable as CSV: {exc}", code="import_invalid"
+            ) from None
     else:
         raise InvalidInput(f"Unknown format {fmt!r}; use jsonl or csv.", code="invalid_format")
     return checked_rows(rows, errors)
@@ -300,41 +324,110 @@ def prompts_import(*, campaign: Campaign, content: str, fmt: str) -> list[Prompt
     return prompts_create(campaign=campaign, rows=parse_prompt_file(content, fmt))
 
 
+@dataclass
+class PairRow:
+    prompt: PromptRow
+    response_a: str
+    response_b: str
+    priority: float
+
+
+def _parse_pair_record(record: Any) -> PairRow:
+    """One pair row: the prompt's fields (``prompt`` or ``messages``...), two different
+    non-empty responses of at most ``RESPONSE_MAX_CHARS``, an optional finite ``priority``."""
+    prompt = _parse_prompt_record(record)
+    a, b = record.get("response_a"), record.get("response_b")
+    for name, value in (("response_a", a), ("response_b", b)):
+        if not isinstance(value, str) or not value.strip():
+            raise ValueError(f"missing or empty '{name}'")
+        if len(value) > settings.RESPONSE_MAX_CHARS:
+            raise ValueError(
+                f"'{name}' is {len(value)} characters; at most {settings.RESPONSE_MAX_CHARS} "
+                "are accepted (RESPONSE_MAX_CHARS)"
+            )
+    if a == b:
+        raise ValueError("needs two different responses: 'response_a' and 'response_b' are equal")
+    raw = record.get("priority", 0.0)
+    try:
+        if isinstance(raw, bool):
+            raise TypeError
+        priority = float(raw)
+    except (TypeError, ValueError):
+        raise ValueError(f"'priority' must be a number, not {raw!r}") from None
+    if not math.isfinite(priority):
+        raise ValueError(f"'priority' must be a finite number, not {raw!r}")
+    return PairRow(prompt=prompt, response_a=a, response_b=b, priority=priority)
+
+
+def parse_pair_records(
+    records: list[Any],
+    *,
+    unit: str = "line",
+    lines: list[int] | None = None,
+    errors: list[dict[str, Any]] | None = None,
+) -> list[PairRow]:
+    """Every pair row parsed, or InvalidInput listing every bad one (``details``), with
+    ``errors`` found before (unparsable lines) among them, in line order."""
+    rows: list[PairRow] = []
+    errors = list(errors or [])
+    for i, record in enumerate(records):
+        try:
+            rows.append(_parse_pair_record(record))
+        except ValueError as exc:
+            errors.append({"line": lines[i] if lines else i + 1, "error": str(exc)})
+    errors.sort(key=lambda e: e["line"])
+    if not rows and not errors:
+        raise InvalidInput("The file holds no pairs.", code="import_empty")
+    return checked_rows(rows, errors, unit=unit)
+
+
 @transaction.atomic
 def comparisons_import_pairs(
-    *, campaign: Campaign, pairs: list[dict[str, Any]], source: str = "imported"
+    *, campaign: Campaign, pairs: list[Any], source: str = "imported"
 ) -> int:
     """Queue comparisons of existing responses: ``[{prompt, response_a, response_b, ...}]``.
 
-    For plain A/B campaigns without a policy (and the demo before live generation).
+    For plain A/B campaigns without a policy (and the demo before live generation). Every
+    bad row is listed (``import_invalid``, ``details: [{line, error}]``) and none is
+    imported. A pair with ``messages`` keeps its whole chat history on its prompt; pairs
+    with the same prompt text, split and history share one prompt.
     """
+    if not pairs:
+        return 0
+    rows = pairs if all(isinstance(p, PairRow) for p in pairs) else parse_pair_records(pairs)
+    prompts: dict[tuple[str, str, str], Prompt] = {}
+    for existing in Prompt.objects.filter(
+        campaign=campaign, text__in={r.prompt.text for r in rows}
+    ):
+        prompts.setdefault(_prompt_key(existing.text, existing.split, existing.messages), existing)
     created = 0
-    for i, pair in enumerate(pairs, start=1):
-        try:
-            row = _parse_prompt_record(pair)
-            a, b = pair["response_a"], pair["response_b"]
-        except (ValueError, KeyError) as exc:
-            raise InvalidInput(f"pair {i}: {exc}", code="import_invalid") from None
-        if not (isinstance(a, str) and isinstance(b, str) and a.strip() and b.strip()) or a == b:
-            raise InvalidInput(
-                f"pair {i}: needs two different non-empty responses", code="import_invalid"
+    for row in rows:
+        p = row.prompt
+        key = _prompt_key(p.text, p.split, p.messages)
+        prompt = prompts.get(key)
+        if prompt is None:
+            prompt = prompts[key] = Prompt.objects.create(
+                campaign=campaign,
+                text=p.text,
+                split=p.split,
+                reference=p.reference,
+                messages=p.messages,
+                metadata=p.metadata,
             )
-        prompt, _ = Prompt.objects.get_or_create(
-            campaign=campaign,
-            text=row.text,
-            split=row.split,
-            defaults={"reference": row.reference, "metadata": row.metadata},
-        )
-        resp_a = Response.objects.create(prompt=prompt, text=a, source=source)
-        resp_b = Response.objects.create(prompt=prompt, text=b, source=source)
+        resp_a = Response.objects.create(prompt=prompt, text=row.response_a, source=source)
+        resp_b = Response.objects.create(prompt=prompt, text=row.response_b, source=source)
         Comparison.objects.create(
             campaign=campaign,
             prompt=prompt,
             response_a=resp_a,
             response_b=resp_b,
             acquisition_rule=AcquisitionRule.IMPORTED,
-            priority=float(pair.get("priority", 0.0)),
+            priority=row.priority,
             labels_required=campaign.labels_per_comparison,
         )
         created += 1
     return created
+
+
+def _prompt_key(text: str, split: str, messages: list | None) -> tuple[str, str, str]:
+    return (text, split, json.dumps(messages or None, sort_keys=True))

@@ -12,9 +12,18 @@ Formats, as written here and documented in ``docs/research.md``:
 - Every label is one row: a comparison labeled by three annotators gives three rows (the
   weight of a contested pair is then its label count, as when training on raw labels).
 - Ties and "both bad" say nothing about which response is better, so by default they are
-  **excluded**. With ``keep_ties`` they are kept, with response A as ``chosen`` and B as
-  ``rejected``, and every row gets a boolean ``tie`` column so a trainer can drop them or
-  give them a label-smoothed loss. Without the flag the rows hold exactly the three columns.
+  **excluded**. With ``keep_ties`` they are kept in a form no preference trainer can
+  misread as "A preferred": their ``chosen`` and ``rejected`` are **null**, the two texts
+  are in ``response_a`` / ``response_b`` (in the comparison's order), and ``choice`` says
+  ``"tie"`` or ``"both_bad"``. A trainer that ignores those columns fails on the null
+  instead of learning a preference nobody gave (checked with TRL's ``DPOTrainer`` and
+  ``RewardTrainer`` in ``tests/rlhf_platform/exports/test_trl.py``); filter with
+  ``tie == False`` to train, or use the tie rows for a label-smoothed or KTO-style loss.
+  With ``keep_ties`` every row has the columns ``prompt, chosen, rejected, response_a,
+  response_b, choice, tie``; without it, exactly ``prompt, chosen, rejected``.
+- An export with no rows is not written: the API answers 409 ``nothing_to_export`` and the
+  commands stop with that message, since an empty JSONL file is something neither
+  ``datasets.load_dataset`` nor a person can read.
 """
 
 from __future__ import annotations
@@ -30,14 +39,16 @@ from django.db import transaction
 
 from rlhf_platform.campaigns.models import Campaign
 from rlhf_platform.campaigns.services import (
+    PairRow,
     PromptRow,
     _parse_prompt_record,
     checked_rows,
     comparisons_import_pairs,
+    parse_pair_records,
     parse_prompt_file,
     prompts_create,
 )
-from rlhf_platform.errors import InvalidInput
+from rlhf_platform.errors import InvalidInput, ServiceError
 from rlhf_platform.exports.cells import spreadsheet_safe
 from rlhf_platform.labeling.models import Label
 
@@ -120,18 +131,21 @@ def preference_records(
     for label in qs.iterator(chunk_size=chunk_size):
         c = label.comparison
         a, b = c.response_a.text, c.response_b.text
+        decisive = label.choice in ("A", "B")
         chosen, rejected = (b, a) if label.choice == "B" else (a, b)
         if form == "standard":
-            row: dict[str, Any] = {"prompt": c.prompt.text, "chosen": chosen, "rejected": rejected}
+            prompt: Any = c.prompt.text
         else:
-            prompt = c.prompt.messages or [{"role": "user", "content": c.prompt.text}]
-            row = {
-                "prompt": [{"role": m["role"], "content": m["content"]} for m in prompt],
-                "chosen": [{"role": "assistant", "content": chosen}],
-                "rejected": [{"role": "assistant", "content": rejected}],
-            }
+            history = c.prompt.messages or [{"role": "user", "content": c.prompt.text}]
+            prompt = [{"role": m["role"], "content": m["content"]} for m in history]
+            a, b, chosen, rejected = (
+                [{"role": "assistant", "content": text}] for text in (a, b, chosen, rejected)
+            )
+        row: dict[str, Any] = {"prompt": prompt, "chosen": chosen, "rejected": rejected}
         if keep_ties:
-            row["tie"] = label.choice not in ("A", "B")
+            if not decisive:
+                row["chosen"] = row["rejected"] = None
+            row.update(response_a=a, response_b=b, choice=label.choice, tie=not decisive)
         yield row
 
 
@@ -143,6 +157,20 @@ def write_jsonl(rows: Iterable[dict[str, Any]], out: IO[bytes], progress: Progre
         if progress:
             progress(1)
     return n
+
+
+class NothingToExport(ServiceError):
+    code = "nothing_to_export"
+    status = 409
+
+
+def require_rows(count: int, what: str) -> None:
+    """An export of no rows is refused (see the module docstring): 409 with the reason."""
+    if count == 0:
+        raise NothingToExport(
+            f"No {what} match this export yet, so there is no file to give: an empty JSONL "
+            "file is not a dataset any loader reads. Label first, or widen the filters."
+        )
 
 
 # --- Labels with provenance -----------------------------------------------------------------
@@ -326,38 +354,53 @@ def prompts_import_file(
     return len(prompts_create(campaign=campaign, rows=rows, progress=progress))
 
 
-def parse_pair_bytes(data: bytes, fmt: str) -> list[dict[str, Any]]:
-    """Pair records ``{prompt, response_a, response_b, [split, reference, priority]}``."""
+def parse_pair_bytes(data: bytes, fmt: str) -> list[PairRow]:
+    """Pair rows ``{prompt | messages, response_a, response_b, [split, reference, priority,
+    metadata]}`` of a JSONL, CSV or Parquet file; every bad row listed, none imported."""
+    lines: list[int] = []
+    errors: list[dict[str, Any]] = []
+    records: list[Any] = []
     if fmt == "parquet":
         records = read_parquet_records(data)
+        lines = list(range(1, len(records) + 1))
     elif fmt == "jsonl":
-        records = []
         for lineno, line in enumerate(_decode(data).splitlines(), start=1):
             if not line.strip():
                 continue
             try:
                 records.append(json.loads(line))
+                lines.append(lineno)
             except json.JSONDecodeError as exc:
-                raise InvalidInput(
-                    f"line {lineno}: invalid JSON: {exc.msg}", code="import_invalid"
-                ) from None
+                errors.append({"line": lineno, "error": f"invalid JSON: {exc.msg}"})
     elif fmt == "csv":
-        reader = csv.DictReader(io.StringIO(_decode(data)))
-        missing = {"prompt", "response_a", "response_b"} - set(reader.fieldnames or [])
-        if missing:
+        reader = csv.DictReader(io.StringIO(_decode(data), newline=""))
+        try:
+            missing = {"prompt", "response_a", "response_b"} - set(reader.fieldnames or [])
+            if missing:
+                raise InvalidInput(
+                    f"The CSV lacks the column(s) {', '.join(sorted(missing))}.",
+                    code="import_invalid",
+                )
+            for record in reader:
+                if None in record:
+                    errors.append({"line": reader.line_num, "error": "more fields than the header"})
+                    continue
+                records.append(record)
+                lines.append(reader.line_num)
+        except csv.Error as exc:
             raise InvalidInput(
-                f"The CSV lacks the column(s) {', '.join(sorted(missing))}.",
-                code="import_invalid",
-            )
-        records = list(reader)
+                f"line {reader.line_num}: not readable as CSV: {exc}", code="import_invalid"
+            ) from None
     else:
         raise InvalidInput(
             f"Unknown format {fmt!r}; use {', '.join(IMPORT_FORMATS)}.", code="invalid_format"
         )
-    records = [{k: v for k, v in r.items() if v not in (None, "")} for r in records]
-    if not records:
-        raise InvalidInput("The file holds no pairs.", code="import_empty")
-    return records
+    records = [
+        {k: v for k, v in r.items() if v not in (None, "")} if isinstance(r, dict) else r
+        for r in records
+    ]
+    unit = "row" if fmt == "parquet" else "line"
+    return parse_pair_records(records, unit=unit, lines=lines, errors=errors)
 
 
 def pairs_import_file(
@@ -432,18 +475,6 @@ def _raw_records(data: bytes, fmt: str) -> list[dict[str, Any]]:
     return records
 
 
-def _pair_problem(pair: dict[str, Any]) -> str | None:
-    """Why :func:`comparisons_import_pairs` would refuse this pair, or None."""
-    try:
-        _parse_prompt_record(pair)
-    except ValueError as exc:
-        return str(exc)
-    a, b = pair.get("response_a"), pair.get("response_b")
-    if not (isinstance(a, str) and isinstance(b, str) and a.strip() and b.strip()) or a == b:
-        return "needs two different non-empty responses"
-    return None
-
-
 def import_preview(*, data: bytes, fmt: str, kind: str, limit: int = 5) -> ImportPreview:
     """Check a prompt or pair file without importing anything: the first ``limit`` rows and
     every bad row. The import itself (``prompts_import_file`` / ``pairs_import_file``)
@@ -456,13 +487,7 @@ def import_preview(*, data: bytes, fmt: str, kind: str, limit: int = 5) -> Impor
     except InvalidInput as exc:
         return ImportPreview(kind, fmt, 0, [], [], [{"line": None, "error": exc.message}])
     try:
-        if kind == "prompts":
-            parse_prompt_bytes(data, fmt)
-        else:
-            for i, pair in enumerate(parse_pair_bytes(data, fmt), start=1):
-                problem = _pair_problem(pair)
-                if problem:
-                    errors.append({"line": i, "error": problem})
+        (parse_prompt_bytes if kind == "prompts" else parse_pair_bytes)(data, fmt)
     except InvalidInput as exc:
         errors = list(exc.details) if exc.details else [{"line": None, "error": exc.message}]
     columns = list(dict.fromkeys(k for r in records[:limit] for k in r))

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from django.conf import settings
 from django.contrib import messages
 from django.contrib.auth.views import redirect_to_login
 from django.core.exceptions import ValidationError
@@ -22,6 +23,7 @@ from django.utils import timezone
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 
+from rlhf_platform import limits
 from rlhf_platform.accounts.models import User
 from rlhf_platform.campaigns.models import Campaign, Invite
 from rlhf_platform.campaigns.selectors import (
@@ -36,7 +38,6 @@ from rlhf_platform.insights import campaign_form, label_browser, selectors, serv
 from rlhf_platform.insights.models import TRIAL_PAIR, JudgeTrial
 from rlhf_platform.insights.views import STATE_WORDS, _state_actions, insights_view
 
-IMPORT_MAX_BYTES = 20 * 1024 * 1024  # as the API: parsed whole, in one transaction
 INVITE_HOURS = ((24, "1 day"), (24 * 7, "7 days"), (24 * 30, "30 days"), (1, "1 hour"))
 
 
@@ -204,6 +205,7 @@ def campaign_state(request: HttpRequest, campaign_id: int) -> HttpResponse:
     return redirect(_next_or(request, _manage_url(campaign)))
 
 
+@limits.allows_large_body
 @require_POST
 @insights_view
 def campaign_import(request: HttpRequest, campaign_id: int) -> HttpResponse:
@@ -218,8 +220,11 @@ def campaign_import(request: HttpRequest, campaign_id: int) -> HttpResponse:
         error = "Choose prompts or pairs."
     elif upload is None:
         error = "Choose a file to upload."
-    elif upload.size > IMPORT_MAX_BYTES:
-        error = f"The file is {upload.size} bytes; at most {IMPORT_MAX_BYTES} are accepted."
+    elif upload.size > settings.IMPORT_MAX_BYTES:
+        error = (
+            f"The file is {upload.size} bytes; at most "
+            f"{limits.describe(settings.IMPORT_MAX_BYTES)} (IMPORT_MAX_BYTES) are accepted."
+        )
     preview = None
     if not error:
         try:

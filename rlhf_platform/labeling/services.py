@@ -18,6 +18,7 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from rlhf_platform import limits
 from rlhf_platform.accounts.models import User
 from rlhf_platform.budgets.models import Budget, LedgerEntry
 from rlhf_platform.budgets.services import (
@@ -192,9 +193,14 @@ def _validate_submission(choice: str, rationale: str, idempotency_key: str) -> N
         )
     if len(rationale) > settings.RATIONALE_MAX_LENGTH:
         raise InvalidInput(
-            f"The rationale is {len(rationale)} characters; at most {settings.RATIONALE_MAX_LENGTH} are kept.",
+            f"The rationale is {len(rationale)} characters; at most "
+            f"{settings.RATIONALE_MAX_LENGTH} (RATIONALE_MAX_LENGTH) are accepted.",
             code="rationale_too_long",
         )
+    for name, text in (("rationale", rationale), ("idempotency_key", idempotency_key)):
+        problem = limits.bad_char(text)
+        if problem:
+            raise InvalidInput(f"The {name} {problem}.", code="invalid_text")
     if not idempotency_key or len(idempotency_key) > IDEMPOTENCY_KEY_MAX:
         raise InvalidInput(
             f"idempotency_key must be 1 to {IDEMPOTENCY_KEY_MAX} characters.",

@@ -41,6 +41,7 @@ from ml_worker.core.enn import CHOICE_TARGETS, ENNTrainer
 from ml_worker.core.evaluation import NoValidJudgmentsError, win_rate
 from ml_worker.core.judges.base import JudgeAuthError, JudgeConfigError, JudgeQuery, build_judge
 from ml_worker.core.update import reinforce_signals, unlabeled_signals
+from rlhf_platform import limits
 from rlhf_platform.budgets.selectors import budget_status
 from rlhf_platform.budgets.services import budget_debit, budget_lock
 from rlhf_platform.campaigns.egress import judge_egress_policy
@@ -108,11 +109,18 @@ def _feature_cache() -> Path:
 
 
 def _write_version_files(
-    campaign: Campaign, kind: str, name: str, write: Callable[[Path], None]
+    campaign: Campaign,
+    kind: str,
+    name: str,
+    write: Callable[[Path], None],
+    *,
+    clean_stale: bool = True,
 ) -> str:
     """Write a version's files aside and rename them into place; returns the relative path.
 
-    Folders of earlier, crashed attempts at the same name (never registered) are removed.
+    Folders of earlier, crashed attempts at the same name (never registered) are removed,
+    unless ``clean_stale`` is off: a caller that writes without holding the campaign's lock
+    (the initial versions) must not remove a concurrent writer's unregistered folder.
     """
     base = _artifact_root() / "campaigns" / str(campaign.pk) / kind
     base.mkdir(parents=True, exist_ok=True)
@@ -121,7 +129,7 @@ def _write_version_files(
             "artifact_path", flat=True
         )
     )
-    for stale in base.glob(f"{name}-*"):
+    for stale in base.glob(f"{name}-*") if clean_stale else ():
         if str(stale.relative_to(_artifact_root())) not in registered:
             shutil.rmtree(stale, ignore_errors=True)
     token = new_token()
@@ -166,30 +174,53 @@ def _initial_version(campaign: Campaign, kind: str) -> ModelVersion | None:
 
 
 def ensure_initial_versions(campaign: Campaign) -> tuple[ModelVersion, ModelVersion]:
-    """Write and register version 0 of the policy and the reward model (once)."""
+    """Write and register version 0 of the policy and the reward model (once).
+
+    The model is built and its files written *outside* any transaction: loading a base
+    model takes seconds (SmolLM2 from its GGUF: ~18 s the first time), and on the embedded
+    SQLite a transaction holding the write lock that long made every login wait behind it.
+    Only the registration is a short locked transaction; if another worker registered a
+    version meanwhile, ours is discarded and theirs returned.
+    """
+    policy_v = _initial_version(campaign, ModelKind.POLICY)
+    reward_v = _initial_version(campaign, ModelKind.REWARD)
+    if policy_v and reward_v:
+        return policy_v, reward_v
+    spec = learner.PolicySpec.from_config(campaign.policy_config)
+    written: dict[str, tuple[str, dict[str, Any]]] = {}
+    if policy_v is None:
+        policy = learner.new_policy(spec)
+        written[ModelKind.POLICY] = (
+            _write_version_files(
+                campaign, ModelKind.POLICY, "initial", policy.save, clean_stale=False
+            ),
+            {},
+        )
+        del policy
+    if reward_v is None:
+        dim = learner.feature_dim(spec)
+        trainer = learner.new_reward_trainer(campaign.reward_config, dim, campaign.seed)
+        written[ModelKind.REWARD] = (
+            _write_version_files(
+                campaign, ModelKind.REWARD, "initial", trainer.save, clean_stale=False
+            ),
+            {"parameters": trainer.model.parameter_count()},
+        )
     with transaction.atomic():
         campaign = Campaign.objects.select_for_update().get(pk=campaign.pk)
-        policy_v = _initial_version(campaign, ModelKind.POLICY)
-        reward_v = _initial_version(campaign, ModelKind.REWARD)
-        if policy_v and reward_v:
-            return policy_v, reward_v
-        spec = learner.PolicySpec.from_config(campaign.policy_config)
-        if policy_v is None:
-            policy = learner.new_policy(spec)
-            rel = _write_version_files(campaign, ModelKind.POLICY, "initial", policy.save)
-            policy_v = _register(campaign, ModelKind.POLICY, rel, rnd=None, parent=None, metrics={})
-        if reward_v is None:
-            dim = learner.feature_dim(spec)
-            trainer = learner.new_reward_trainer(campaign.reward_config, dim, campaign.seed)
-            rel = _write_version_files(campaign, ModelKind.REWARD, "initial", trainer.save)
-            reward_v = _register(
-                campaign,
-                ModelKind.REWARD,
-                rel,
-                rnd=None,
-                parent=None,
-                metrics={"parameters": trainer.model.parameter_count()},
-            )
+        versions = {}
+        for kind in (ModelKind.POLICY, ModelKind.REWARD):
+            existing = _initial_version(campaign, kind)
+            rel, metrics = written.get(kind, (None, {}))
+            if existing is not None:
+                if rel is not None:  # another worker won the race: drop our copy
+                    shutil.rmtree(_artifact_root() / rel, ignore_errors=True)
+                versions[kind] = existing
+            else:
+                versions[kind] = _register(
+                    campaign, kind, rel, rnd=None, parent=None, metrics=metrics
+                )
+        policy_v, reward_v = versions[ModelKind.POLICY], versions[ModelKind.REWARD]
         Campaign.objects.filter(pk=campaign.pk).update(
             active_policy_version=policy_v, active_reward_version=reward_v
         )
@@ -360,7 +391,9 @@ def _generate(rnd: Round, token: str) -> str:
                     prompt=prompt,
                     round=rnd,
                     policy_version=rnd.policy_version,
-                    text=text,
+                    # Untrusted model output: NULs and lone surrogates replaced, cut to
+                    # RESPONSE_MAX_CHARS (the round still has K responses per prompt).
+                    text=limits.model_text(text),
                     token_count=next(flat, 0),
                 )
             )
@@ -914,6 +947,38 @@ def rounds_sweep(*, idle_seconds: int | None = None) -> dict[str, int]:
             if campaign_open_round(campaign_id=campaign.pk) is not None:
                 counts["opened"] += 1
     return counts
+
+
+def rounds_resume_interrupted() -> list[Round]:
+    """Take back every round step left claimed by a worker that is gone, and send it again.
+
+    For a start when **no worker of this database is running**: the embedded demo calls it
+    (``manage.py resume_rounds`` in ``scripts/demo.sh``) before it starts its own worker,
+    so a round interrupted by Ctrl-C resumes at once instead of after
+    ``ROUND_CLAIM_STALE_SECONDS`` (10 minutes by default). With workers running elsewhere
+    it would take their claims from under them (their advance would then be refused, and
+    the step done twice): scale-out deployments rely on the stale-claim sweep instead.
+    A step's work is redone from its start; every step is idempotent (responses of a
+    crashed attempt are replaced, versions registered once).
+    """
+    working = [
+        RoundState.GENERATING,
+        RoundState.SELECTING,
+        RoundState.LEARNING,
+        RoundState.EVALUATING,
+    ]
+    resumed = []
+    for rnd in Round.objects.filter(state__in=working).order_by("id"):
+        with transaction.atomic():
+            Round.objects.filter(pk=rnd.pk).update(claim_token="", claimed_at=None)
+            dispatch.step(rnd.pk)
+        resumed.append(rnd)
+    for rnd in Round.objects.filter(state=RoundState.LABELING).order_by("id"):
+        if _needs_judge(rnd.pk).exists():
+            with transaction.atomic():
+                dispatch.judge(rnd.pk)
+            resumed.append(rnd)
+    return resumed
 
 
 def _judge_idle_since(rnd: Round):

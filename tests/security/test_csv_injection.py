@@ -10,7 +10,7 @@ import pytest
 from rest_framework.test import APIClient
 
 from rlhf_platform.accounts.models import Role
-from rlhf_platform.exports.cells import FORMULA_START, spreadsheet_safe
+from rlhf_platform.exports.cells import is_formula_like, spreadsheet_safe
 from rlhf_platform.exports.services import label_records, write_labels
 from rlhf_platform.labeling.services import comparison_next, label_submit
 from tests.conftest import make_campaign, make_user
@@ -24,11 +24,20 @@ HOSTILE = [
     "@SUM(1+1)*cmd|' /C calc'!A0",
     "\t=1+1",
     "\r=1+1",
+    # Found by issue 18: whitespace before the formula, a newline, compatibility forms.
+    " =1+1",
+    "\n=1+1",
+    "\u00a0=1+1",
+    '\uff1dHYPERLINK("http://evil.example")',
+    "\uff0b1+1",
+    "\uff0d1+1",
+    "\uff20SUM(1)",
+    "\ufe62cmd",
 ]
 
 
 def _dangerous(cell: str) -> bool:
-    if not cell.startswith(FORMULA_START):
+    if not is_formula_like(cell):
         return False
     try:
         float(cell)  # a negative number written as a number is not a formula
@@ -41,6 +50,8 @@ def _dangerous(cell: str) -> bool:
 def test_spreadsheet_safe_quotes_formula_starts(text):
     assert spreadsheet_safe(text) == "'" + text
     assert spreadsheet_safe("a normal answer") == "a normal answer"
+    assert spreadsheet_safe("2 + 2 = 4") == "2 + 2 = 4"
+    assert spreadsheet_safe("") == ""
     assert spreadsheet_safe(-0.25) == -0.25
 
 

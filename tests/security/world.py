@@ -20,7 +20,7 @@ from rlhf_platform.accounts.models import Role, User
 from rlhf_platform.campaigns.models import Campaign, Round, RoundState
 from rlhf_platform.campaigns.services import prompts_import
 from rlhf_platform.labeling.models import Lease
-from rlhf_platform.labeling.services import comparison_next
+from rlhf_platform.labeling.services import comparison_next, label_submit
 from rlhf_platform.rounds.state import round_fail
 from tests.conftest import make_campaign, make_user
 
@@ -70,6 +70,15 @@ def build_world() -> World:
     )
     foreign = make_campaign(outsider_researcher, name="Other team", members=(outsider_annotator,))
     lease = comparison_next(annotator=annotator, campaign_id=campaign.pk).lease
+    # One label, so that the exports have a row to give (an empty export is a 409).
+    labeled = comparison_next(annotator=researcher_member, campaign_id=campaign.pk).lease
+    label_submit(
+        annotator=researcher_member,
+        lease_id=labeled.pk,
+        choice="A",
+        idempotency_key="world-label",
+        rationale=f"because {SENTINEL}",
+    )
     failed = Round.objects.create(campaign=campaign, index=0, state=RoundState.LEARNING)
     round_fail(round_id=failed.pk, reason=f"out of memory {SENTINEL}")
     failed.refresh_from_db()

@@ -442,26 +442,22 @@ class TestPromptImport:
         body = assert_error(response, 400, "validation_error")
         assert "file" in body["details"]
 
-    def test_an_oversize_file_is_refused(self, client_for, researcher, campaign, monkeypatch):
-        from rlhf_platform.api import campaigns as campaigns_api
-
-        monkeypatch.setattr(campaigns_api, "IMPORT_MAX_BYTES", 10)
+    def test_an_oversize_file_is_refused(self, client_for, researcher, campaign, settings):
+        settings.IMPORT_MAX_BYTES = 10
         upload = SimpleUploadedFile("p.jsonl", JSONL.encode())
         with writes_nothing():
             response = client_for(researcher).post(
                 self.import_url(campaign), {"file": upload}, format="multipart"
             )
-        assert_error(response, 400, "file_too_large")
+        assert_error(response, 413, "file_too_large")
 
-    def test_oversize_content_is_refused(self, client_for, researcher, campaign, monkeypatch):
-        from rlhf_platform.api import campaigns as campaigns_api
-
-        monkeypatch.setattr(campaigns_api, "IMPORT_MAX_BYTES", 10)
+    def test_oversize_content_is_refused(self, client_for, researcher, campaign, settings):
+        settings.IMPORT_MAX_BYTES = 10
         with writes_nothing():
             response = client_for(researcher).post(
                 self.import_url(campaign), {"format": "jsonl", "content": JSONL}, format="json"
             )
-        assert_error(response, 400, "file_too_large")
+        assert_error(response, 413, "file_too_large")
 
     def test_malformed_json_is_refused(self, client_for, researcher, campaign):
         with writes_nothing():

@@ -36,7 +36,15 @@ def test_preferences_download(researcher, seeded):
     assert response.status_code == 200
     assert response["Content-Type"] == "application/x-ndjson"
     rows = [json.loads(line) for line in response.content.decode().splitlines()]
-    assert len(rows) == 18 and set(rows[0]) == {"prompt", "chosen", "rejected", "tie"}
+    assert len(rows) == 18 and set(rows[0]) == {
+        "prompt",
+        "chosen",
+        "rejected",
+        "response_a",
+        "response_b",
+        "choice",
+        "tie",
+    }
 
 
 def test_labels_download_as_parquet(researcher, seeded):

@@ -53,7 +53,12 @@ def test_ties_are_excluded_unless_kept(seeded):
     kept = _jsonl(services.preference_records(campaign=seeded, keep_ties=True))
     assert len(kept) == 18
     ties = [r for r in kept if r["tie"]]
-    assert len(ties) == 1 and ties[0]["chosen"] == "Answer A3."
+    # A tie is never written as a preference: chosen and rejected are null, the two texts
+    # and the choice are in their own columns (issue 18).
+    assert len(ties) == 1 and ties[0]["chosen"] is None and ties[0]["rejected"] is None
+    assert (ties[0]["response_a"], ties[0]["response_b"]) == ("Answer A3.", "Answer B3.")
+    assert ties[0]["choice"] in ("tie", "both_bad")
+    assert all(r["chosen"] and r["choice"] in ("A", "B") for r in kept if not r["tie"])
     assert services.preferences_count(campaign=seeded) == 17
 
 

@@ -10,7 +10,9 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -49,8 +51,9 @@ def _real_services():
 
 
 class Worker:
-    def __init__(self, tmp_path: Path):
+    def __init__(self, tmp_path: Path, broker_url: str | None = None):
         self.tmp_path = tmp_path
+        self.broker_url = broker_url or settings.CELERY_BROKER_URL
         self.proc: subprocess.Popen | None = None
         self.log = open(tmp_path / "worker.log", "ab")
 
@@ -59,7 +62,7 @@ class Worker:
             **os.environ,
             "DATABASE_URL": _database_url(),
             "ARTIFACT_ROOT": str(settings.ARTIFACT_ROOT),
-            "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
+            "CELERY_BROKER_URL": self.broker_url,
             "CELERY_VISIBILITY_TIMEOUT": "20",
             "ROUND_SWEEP_SECONDS": "2",
             "ROUND_CLAIM_STALE_SECONDS": "8",
@@ -201,41 +204,73 @@ def test_a_worker_killed_mid_learning_step_recovers(researcher, worker):
     assert ModelVersion.objects.filter(campaign=campaign, round__isnull=False).count() == 6
 
 
-def _stop_redis() -> None:
-    subprocess.run(
-        ["redis-cli", "-h", "127.0.0.1", "-p", "6379", "shutdown", "nosave"], capture_output=True
-    )
+class PrivateRedis:
+    """A redis-server of this test's own, on a free port, with its files in a temp dir.
+
+    The broker outage is simulated by stopping *this* server, never the machine's shared
+    Redis (which other test runs and people use at the same time); the same port
+    is reused on restart so that clients reconnect to it."""
+
+    def __init__(self, tmp_path: Path):
+        exe = shutil.which("redis-server")
+        if exe is None:
+            pytest.fail("redis-server is not installed (apt-get install -y redis-server)")
+        self.exe, self.dir = exe, tmp_path
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [self.exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", str(self.dir)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )  # fmt: skip
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            try:
+                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise AssertionError(f"the private redis-server on port {self.port} did not start")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
 
 
-def _start_redis() -> None:
-    subprocess.run(
-        [
-            "redis-server",
-            "--daemonize",
-            "yes",
-            "--bind",
-            "127.0.0.1",
-            "--port",
-            "6379",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ],
-        check=True,
-        capture_output=True,
-    )
-    for _ in range(50):
-        if (
-            subprocess.run(["redis-cli", "ping"], capture_output=True, text=True).stdout.strip()
-            == "PONG"
-        ):
-            return
-        time.sleep(0.1)
-    raise AssertionError("redis did not come back")
+@pytest.fixture
+def private_broker(tmp_path):
+    """This process's Celery app and a worker on a private Redis, restored afterwards."""
+    redis = PrivateRedis(tmp_path)
+    redis.start()
+    saved = app.conf.broker_url
+    app.conf.broker_url = redis.url
+    app._after_fork()  # drop the connection and producer pools of the shared broker
+    try:
+        yield redis
+    finally:
+        app.conf.broker_url = saved
+        app._after_fork()
+        redis.stop()
 
 
-def test_annotators_keep_labeling_while_the_broker_is_down(researcher, annotator, worker):
+def test_annotators_keep_labeling_while_the_broker_is_down(
+    researcher, annotator, private_broker, tmp_path
+):
+    worker = Worker(tmp_path, broker_url=private_broker.url)
+    try:
+        _label_through_an_outage(researcher, annotator, worker, private_broker)
+    finally:
+        worker.stop()
+
+
+def _label_through_an_outage(researcher, annotator, worker, redis: PrivateRedis) -> None:
     campaign = live_campaign(
         researcher, name="outage", algorithm="online", feedback_mode="human", rounds=2
     )
@@ -247,7 +282,7 @@ def test_annotators_keep_labeling_while_the_broker_is_down(researcher, annotator
     worker.stop()
     client = APIClient()
     client.force_authenticate(annotator)
-    _stop_redis()
+    redis.stop()
     try:
         for i in range(campaign.prompts_per_round):
             served = client.post(f"/api/v1/campaigns/{campaign.pk}/next/", format="json")
@@ -260,7 +295,7 @@ def test_annotators_keep_labeling_while_the_broker_is_down(researcher, annotator
             )
             assert stored.status_code == 201, stored.content
     finally:
-        _start_redis()
+        redis.start()
     assert Label.objects.filter(campaign=campaign).count() == campaign.prompts_per_round
     worker.start()  # its beat's sweep finds the complete round and moves it on
     _wait(

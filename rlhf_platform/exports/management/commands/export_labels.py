@@ -28,6 +28,11 @@ class Command(BaseCommand):
         if fmt == "parquet" and output == "-":
             raise CommandError("Parquet needs a file: give -o labels.parquet.")
         total = services.labels_count(campaign=campaign, source=source)
+        if total == 0:
+            raise CommandError(
+                f"Nothing to export: no labels match (campaign {campaign.pk}, source "
+                f"{source}); no file written."
+            )
         rows = services.label_records(campaign=campaign, source=source)
         with progress_bar(total, "labels", "label", self.stderr) as advance:
             if output == "-":

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
 from rlhf_platform.exports import services
 from rlhf_platform.exports.management.commands._common import campaign_arg, progress_bar
@@ -27,6 +27,11 @@ class Command(BaseCommand):
     def handle(self, *args, campaign, output, form, source, keep_ties, **options):
         campaign = campaign_arg(campaign)
         total = services.preferences_count(campaign=campaign, keep_ties=keep_ties, source=source)
+        if total == 0:
+            raise CommandError(
+                f"Nothing to export: no preference labels match (campaign {campaign.pk}, source "
+                f"{source}); no file written."
+            )
         rows = services.preference_records(
             campaign=campaign, form=form, keep_ties=keep_ties, source=source
         )
