@@ -148,6 +148,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     callers = [Caller(application, t) for t in tokens]
     connection.close()  # the loop opens its own, as a gunicorn worker does
+    # One backend for the whole loop, so its CPU can be read from /proc (the production
+    # setting, 60 s, would reconnect during a long profiled loop).
+    connection.settings_dict["CONN_MAX_AGE"] = None
 
     counts: dict[str, collections.Counter] = {"next": collections.Counter(), "submit": {}}
     counts["submit"] = collections.Counter()
