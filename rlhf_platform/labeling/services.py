@@ -60,6 +60,12 @@ class NothingToLabel(NotFound):
 _DISPLAY = ("comparison__prompt", "comparison__response_a", "comparison__response_b")
 
 
+def hand_written_sql() -> bool:
+    """Whether next and submit run as the hand-written SQL of :mod:`.pg` (PostgreSQL) rather
+    than through the ORM (SQLite; the tests run both on PostgreSQL)."""
+    return connection.vendor == "postgresql"
+
+
 @dataclass(frozen=True)
 class Served:
     lease: Lease
@@ -116,7 +122,7 @@ def comparison_next(
     :class:`NothingToLabel` when none is waiting and :class:`BudgetExhausted` when the
     campaign may not spend more labels (the annotator is told why).
     """
-    if connection.vendor == "postgresql":
+    if hand_written_sql():
         return _comparison_next_pg(annotator, campaign_id, lease_seconds, rng)
     campaign = _member_campaign(annotator, campaign_id)
     now = timezone.now()
@@ -291,7 +297,7 @@ def _label_submit_locked(
     rationale: str,
     time_taken_ms: int | None,
 ) -> tuple[Label, bool]:
-    fast = connection.vendor == "postgresql"
+    fast = hand_written_sql()
     if fast:
         locked = pg.submit_lock(annotator, lease_id, idempotency_key)
         if locked is None:

@@ -1,0 +1,111 @@
+"""The two calls every label costs, next and submit, as an API client makes them: with a
+token (issue 21). Their statements are counted exactly, so that a change that adds one shows
+up here; what each statement is for is in rlhf_platform/labeling/pg.py."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from rest_framework.authtoken.models import Token
+from rest_framework.test import APIClient
+
+from rlhf_platform.budgets.models import Budget, LedgerEntry
+from rlhf_platform.labeling.models import Label
+from tests.conftest import make_campaign
+from tests.rlhf_platform.api.helpers import V1, assert_error, writes_nothing
+
+pytestmark = pytest.mark.django_db
+
+
+def _token_client(user) -> APIClient:
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=user).key}")
+    return client
+
+
+def _statements(ctx: CaptureQueriesContext) -> list[str]:
+    """The SQL sent, less the savepoints of the test's own transaction."""
+    return [q["sql"] for q in ctx.captured_queries if "SAVEPOINT" not in q["sql"]]
+
+
+@pytest.fixture
+def client(annotator):
+    return _token_client(annotator)
+
+
+@pytest.mark.skipif(connection.vendor != "postgresql", reason="PostgreSQL's statements")
+def test_next_and_submit_send_few_statements(researcher, annotator, client):
+    campaign = make_campaign(
+        researcher, pairs=3, members=(annotator,), label_cap=3, human_label_cost=Decimal("0.5")
+    )
+    next_url = f"{V1}/campaigns/{campaign.pk}/next/"
+    with CaptureQueriesContext(connection) as ctx:
+        lease = client.post(next_url).json()
+    # token + user; campaign, membership and budget; live lease; leases outstanding (the
+    # campaign has a label cap); pick, take a slot and write the lease.
+    assert len(_statements(ctx)) == 5, _statements(ctx)
+    with CaptureQueriesContext(connection) as ctx:
+        assert client.post(next_url).json()["lease_id"] == lease["lease_id"]
+    assert len(_statements(ctx)) == 3, _statements(ctx)  # token; campaign; the live lease
+
+    body = {"choice": "A", "idempotency_key": "k1"}
+    with CaptureQueriesContext(connection) as ctx:
+        stored = client.post(f"{V1}/leases/{lease['lease_id']}/label/", body, format="json")
+    assert stored.status_code == 201, stored.content
+    # token; lock lease and comparison (and look up the key); close both; debit + label +
+    # ledger row.
+    assert len(_statements(ctx)) == 4, _statements(ctx)
+    with CaptureQueriesContext(connection) as ctx:
+        replay = client.post(f"{V1}/leases/{lease['lease_id']}/label/", body, format="json")
+    assert replay.status_code == 200 and replay.json()["label_id"] == stored.json()["label_id"]
+    assert len(_statements(ctx)) == 3, _statements(ctx)  # token; lock; the stored label
+
+    label = Label.objects.get()
+    budget = Budget.objects.get(campaign=campaign)
+    assert (budget.labels_spent, budget.cost_spent) == (1, Decimal("0.5"))
+    entry = LedgerEntry.objects.get()
+    assert (entry.label_id, entry.amount, entry.annotator_id) == (
+        label.pk,
+        Decimal("0.5"),
+        annotator.pk,
+    )
+    assert label.cost == Decimal("0.5") and label.lease_id == lease["lease_id"]
+
+
+def test_a_token_of_an_inactive_user_is_refused(researcher, annotator, client):
+    campaign = make_campaign(researcher, members=(annotator,))
+    annotator.is_active = False
+    annotator.save(update_fields=["is_active"])
+    with writes_nothing():
+        assert_error(
+            client.post(f"{V1}/campaigns/{campaign.pk}/next/"), 401, "authentication_failed"
+        )
+
+
+def test_an_unknown_token_is_refused(researcher, annotator):
+    campaign = make_campaign(researcher, members=(annotator,))
+    stranger = APIClient()
+    stranger.credentials(HTTP_AUTHORIZATION="Token " + "0" * 40)
+    with writes_nothing():
+        assert_error(
+            stranger.post(f"{V1}/campaigns/{campaign.pk}/next/"), 401, "authentication_failed"
+        )
+
+
+def test_the_token_authenticates_its_own_user(researcher, annotator, other_annotator):
+    campaign = make_campaign(researcher, members=(annotator, other_annotator))
+    mine = _token_client(annotator).post(f"{V1}/campaigns/{campaign.pk}/next/").json()
+    theirs = _token_client(other_annotator)
+    # Another annotator's lease is not found for this token's user.
+    assert_error(
+        theirs.post(
+            f"{V1}/leases/{mine['lease_id']}/label/",
+            {"choice": "A", "idempotency_key": "x"},
+            format="json",
+        ),
+        404,
+        "lease_not_found",
+    )
