@@ -4,6 +4,7 @@ up here; what each statement is for is in rlhf_platform/labeling/pg.py."""
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal
 
 import pytest
@@ -109,3 +110,29 @@ def test_the_token_authenticates_its_own_user(researcher, annotator, other_annot
         404,
         "lease_not_found",
     )
+
+
+def test_the_bodies_are_what_their_serializers_give(researcher, annotator, client):
+    """next and submit build their JSON without DRF serializers; the documented
+    serializers give the same (with chat messages; swapped or not, as the leases fall)."""
+    from rlhf_platform.api.labeling import LabelSubmitApi, LeasedOutputSerializer
+    from rlhf_platform.labeling.models import Lease
+    from rlhf_platform.labeling.selectors import lease_display
+
+    campaign = make_campaign(researcher, pairs=4, members=(annotator,))
+    campaign.prompts.update(messages=[{"role": "user", "content": "earlier turn"}])
+    for _ in range(4):
+        body = client.post(f"{V1}/campaigns/{campaign.pk}/next/").json()
+        lease = Lease.objects.select_related(
+            "comparison__prompt", "comparison__response_a", "comparison__response_b"
+        ).get(pk=body["lease_id"])
+        expected = LeasedOutputSerializer({"status": "leased", **lease_display(lease)}).data
+        assert body == json.loads(json.dumps(expected))
+        assert body["messages"] == [{"role": "user", "content": "earlier turn"}]
+        receipt = client.post(
+            f"{V1}/leases/{lease.pk}/label/",
+            {"choice": "A", "idempotency_key": f"k{lease.pk}"},
+            format="json",
+        ).json()
+        expected = LabelSubmitApi.OutputSerializer(Label.objects.get(pk=receipt["label_id"])).data
+        assert receipt == json.loads(json.dumps(expected)) and receipt["choice"] == "A"
