@@ -151,6 +151,8 @@ def main(argv: list[str] | None = None) -> int:
     # One backend for the whole loop, so its CPU can be read from /proc (the production
     # setting, 60 s, would reconnect during a long profiled loop).
     connection.settings_dict["CONN_MAX_AGE"] = None
+    if os.environ.get("BENCH_DB_OPTIONS"):
+        connection.settings_dict.setdefault("OPTIONS", {}).update(json.loads(os.environ["BENCH_DB_OPTIONS"]))
 
     counts: dict[str, collections.Counter] = {"next": collections.Counter(), "submit": {}}
     counts["submit"] = collections.Counter()

@@ -15,6 +15,7 @@ from rest_framework import authentication, exceptions
 from rest_framework.authtoken.models import Token
 
 from rlhf_platform.accounts.models import User
+from rlhf_platform.labeling import pg as labeling_pg
 
 _USER_FIELDS = [f.attname for f in User._meta.concrete_fields]
 TOKEN_USER = (
@@ -28,7 +29,7 @@ class TokenAuthentication(authentication.TokenAuthentication):
     def authenticate_credentials(self, key):
         if connection.vendor != "postgresql":
             return super().authenticate_credentials(key)
-        with connection.cursor() as cur:
+        with labeling_pg.cursor() as cur:
             cur.execute(TOKEN_USER, [key])
             row = cur.fetchone()
         if row is None:

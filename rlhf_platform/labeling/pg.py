@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+from django.conf import settings
 from django.db import connection
 
 from rlhf_platform.accounts.models import User
@@ -34,6 +35,36 @@ from rlhf_platform.labeling.models import (
     Lease,
     LeaseState,
 )
+
+
+def cursor():
+    """A cursor on Django's connection whose statements PostgreSQL prepares once per
+    connection (psycopg 3, server-side binding), wrapped like any Django cursor (errors,
+    query logging, execute wrappers); a plain Django cursor when
+    ``settings.DATABASE_PREPARED_STATEMENTS`` is off (e.g. behind a transaction pooler).
+
+    Measured (bench/serving/inproc.py): planning was more than half of PostgreSQL's CPU per
+    label; prepared, the backend's CPU per label fell about 3x. Only these fixed statements
+    are prepared, not the ORM's, whose client-side binding the rest of the code relies on.
+    """
+    if not settings.DATABASE_PREPARED_STATEMENTS or _Prepared is None:
+        return connection.cursor()
+    connection.close_if_health_check_failed()
+    connection.ensure_connection()
+    with connection.wrap_database_errors:
+        return connection._prepare_cursor(_Prepared(connection.connection))
+
+
+try:
+    from django.db.backends.postgresql.base import ServerBindingCursor
+
+    class _Prepared(ServerBindingCursor):
+        def execute(self, query, params=None, *, prepare=None, binary=None):
+            return super().execute(query, params, prepare=True, binary=binary)
+
+except ImportError:  # psycopg 2: no server-side binding
+    _Prepared = None
+
 
 _T = {
     "campaign": Campaign._meta.db_table,
@@ -165,7 +196,7 @@ WITH debit AS (
         (comparison_id, campaign_id, lease_id, source, annotator_id, judge_name, choice,
          shown_swapped, rationale, time_taken_ms, idempotency_key, cost, created_at)
     SELECT %(comparison)s, %(campaign)s, %(lease)s, 'human', %(user)s, '', %(choice)s,
-           %(swapped)s, %(rationale)s, %(time_taken_ms)s, %(key)s, debit.human_label_cost,
+           %(swapped)s, %(rationale)s, %(time_taken_ms)s::integer, %(key)s, debit.human_label_cost,
            %(now)s
     FROM debit
     RETURNING id, cost
@@ -191,7 +222,7 @@ def _pair(comparison_id: int, prompt_text, messages, a_text, b_text) -> Comparis
 
 
 def campaign_and_budget(user: User, campaign_id: int) -> tuple[str, Budget] | None:
-    with connection.cursor() as cur:
+    with cursor() as cur:
         cur.execute(CAMPAIGN_AND_BUDGET, {"user": user.pk, "campaign": campaign_id})
         row = cur.fetchone()
     if row is None:
@@ -200,7 +231,7 @@ def campaign_and_budget(user: User, campaign_id: int) -> tuple[str, Budget] | No
 
 
 def live_lease(user: User, campaign_id: int) -> Lease | None:
-    with connection.cursor() as cur:
+    with cursor() as cur:
         cur.execute(LIVE_LEASE, {"user": user.pk, "campaign": campaign_id})
         row = cur.fetchone()
     if row is None:
@@ -220,7 +251,7 @@ def live_lease(user: User, campaign_id: int) -> Lease | None:
 
 
 def outstanding_leases(campaign_id: int, now: dt.datetime) -> int:
-    with connection.cursor() as cur:
+    with cursor() as cur:
         cur.execute(OUTSTANDING, {"campaign": campaign_id, "now": now})
         return cur.fetchone()[0]
 
@@ -235,7 +266,7 @@ def lease_new(
         "now": now,
         "expires": expires_at,
     }
-    with connection.cursor() as cur:
+    with cursor() as cur:
         cur.execute(LEASE_NEW, params)
         row = cur.fetchone()
     if row is None:
@@ -285,7 +316,7 @@ class SubmitLock:
 
 
 def submit_lock(user: User, lease_id: int, idempotency_key: str) -> SubmitLock | None:
-    with connection.cursor() as cur:
+    with cursor() as cur:
         cur.execute(SUBMIT_LOCK, {"user": user.pk, "lease": lease_id, "key": idempotency_key})
         row = cur.fetchone()
     return None if row is None else SubmitLock(user, row)
@@ -293,7 +324,7 @@ def submit_lock(user: User, lease_id: int, idempotency_key: str) -> SubmitLock |
 
 def submit_close(lease: Lease, comparison: Comparison, now: dt.datetime) -> None:
     """Write the counts and state already set on ``comparison``; close ``lease``."""
-    with connection.cursor() as cur:
+    with cursor() as cur:
         cur.execute(
             SUBMIT_CLOSE,
             {
@@ -332,7 +363,7 @@ def submit_debit(
         "key": idempotency_key,
         "now": now,
     }
-    with connection.cursor() as cur:
+    with cursor() as cur:
         cur.execute(SUBMIT_DEBIT, params)
         row = cur.fetchone()
     if row is None:
