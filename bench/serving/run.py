@@ -219,6 +219,7 @@ class PrivatePostgres:
         if os.geteuid() == 0:
             self.log.touch()
             shutil.chown(self.log, "postgres", "postgres")
+        self.stop()  # one left running by an interrupted run (ours: var/serving/pgdata)
         subprocess.run(
             self._as_owner([str(self.bin / "pg_ctl"), "-D", str(self.dir), "-l", str(self.log),
                             "-w", "-o", f"-p {self.port} -c listen_addresses=127.0.0.1 -k /tmp",
@@ -830,8 +831,8 @@ def parse_args(argv=None):
         help="seconds an annotator looks at a pair before submitting in the --n scenarios "
         "(default 0: flat out), uniform in 0.5x to 1.5x",
     )
-    ap.add_argument("--workers", type=int, default=4, help="gunicorn worker processes")
-    ap.add_argument("--threads", type=int, default=2, help="gunicorn threads per worker")
+    ap.add_argument("--workers", type=int, default=2, help="gunicorn worker processes")
+    ap.add_argument("--threads", type=int, default=4, help="gunicorn threads per worker")
     ap.add_argument(
         "--ours-gunicorn-extra", default="", help="more gunicorn options for ours (one string)"
     )
