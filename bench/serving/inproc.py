@@ -50,6 +50,7 @@ CATEGORIES = [
     ("Django request/response handling", ("/django/core/handlers/", "/django/http/")),
     ("Django other", ("/django/",)),
     ("JSON encode/decode", ("/json/", "orjson")),
+    ("gunicorn: HTTP parsing, worker loop", ("/gunicorn/",)),
     ("our code (services, selectors, views)", ("/rlhf_platform/", "/annotator_ui/")),
     ("Python stdlib: datetime, uuid, random, ...", ("/lib/python3",)),
 ]

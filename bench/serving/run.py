@@ -539,8 +539,10 @@ class LabelStudio:
 
 class Profiler:
     """py-spy (installed into var/serving/tools on first use) sampling our gunicorn workers
-    during one measured window; the stacks are summarized by where their innermost frame's
-    code lives (bench.serving.inproc.CATEGORIES)."""
+    during one measured window, only the thread that holds the GIL (``--gil``: Python's own
+    CPU; without it, threads blocked on PostgreSQL in psycopg's waits dominate the samples);
+    the stacks are summarized by where their innermost frame's code lives
+    (bench.serving.inproc.CATEGORIES)."""
 
     def __init__(self) -> None:
         self.exe = TOOLS / "bin" / "py-spy"
@@ -554,7 +556,7 @@ class Profiler:
 
     def start(self, pid: int, seconds: float, out: Path) -> subprocess.Popen:
         return subprocess.Popen(
-            [str(self.exe), "record", "--pid", str(pid), "--subprocesses",
+            [str(self.exe), "record", "--pid", str(pid), "--subprocesses", "--gil",
              "--duration", str(int(seconds)), "--rate", "200", "--format", "raw",
              "--output", str(out), "--nonblocking"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
@@ -562,7 +564,7 @@ class Profiler:
 
     @staticmethod
     def summarize(raw: Path) -> dict:
-        """Samples (of threads on a CPU: no ``--idle``) by the innermost frame's code."""
+        """Samples (of the GIL holder; no ``--idle``) by the innermost frame's code."""
         from bench.serving.inproc import category
 
         by_cat: dict[str, int] = {}
