@@ -153,7 +153,9 @@ def main(argv: list[str] | None = None) -> int:
     # setting, 60 s, would reconnect during a long profiled loop).
     connection.settings_dict["CONN_MAX_AGE"] = None
     if os.environ.get("BENCH_DB_OPTIONS"):
-        connection.settings_dict.setdefault("OPTIONS", {}).update(json.loads(os.environ["BENCH_DB_OPTIONS"]))
+        connection.settings_dict.setdefault("OPTIONS", {}).update(
+            json.loads(os.environ["BENCH_DB_OPTIONS"])
+        )
 
     counts: dict[str, collections.Counter] = {"next": collections.Counter(), "submit": {}}
     counts["submit"] = collections.Counter()
