@@ -2,12 +2,13 @@
 
 Profiling ``bench/serving`` showed that most of the web process's CPU per label went to
 Django's ORM *building* SQL (compiling the same querysets on every request), not to running
-it. These functions send the same statements the ORM version in :mod:`services` sends, with
-the same locks in the same order, but fewer of them (writes that go together are one
-statement with data-modifying CTEs) and with their text built once, at import. They are
-called only on PostgreSQL, inside the services' transactions; SQLite (the embedded demo)
-runs the ORM version. ``tests/rlhf_platform/labeling/test_pg_fastpath.py`` runs the
-services' behaviour both ways.
+it. These functions do what the ORM version in :mod:`services` does, with the same locks in
+the same order, in fewer statements (writes that go together are one statement with
+data-modifying CTEs) whose text is built once, at import, and which PostgreSQL prepares once
+per connection (:func:`cursor`). They are called only on PostgreSQL, inside the services'
+transactions; SQLite (the embedded demo) runs the ORM version. Every labeling service test
+runs both ways (``tests/rlhf_platform/labeling/conftest.py``); the statements are counted in
+``tests/rlhf_platform/api/test_hot_paths.py``.
 
 Invariants kept (the database enforces them either way): a comparison row is leased under
 ``FOR UPDATE SKIP LOCKED`` and never past ``labels_required``; a submit locks its lease and
