@@ -97,6 +97,15 @@ TEMPLATES = [
 ]
 
 DATABASES = {"default": database_config("DATABASE_URL", VAR_DIR / "db.sqlite3")}
+# The fixed SQL of the labeling hot paths (rlhf_platform/labeling/pg.py, token checks) as
+# server-side prepared statements on PostgreSQL; turn off behind a pooler in transaction
+# mode that does not support them (PgBouncer before 1.21).
+DATABASE_PREPARED_STATEMENTS = env_bool("DATABASE_PREPARED_STATEMENTS", True)
+if DATABASE_PREPARED_STATEMENTS and DATABASES["default"]["ENGINE"].endswith("postgresql"):
+    # psycopg prepares nothing on a connection without a threshold (Django's default). The
+    # ORM's cursors bind client-side and never prepare, so this enables only the statements
+    # that ask for it; the threshold itself is never reached.
+    DATABASES["default"].setdefault("OPTIONS", {}).setdefault("prepare_threshold", 1_000_000)
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 AUTH_USER_MODEL = "accounts.User"
 
@@ -164,7 +173,7 @@ LOGIN_FAILURE_WINDOW_SECONDS = env_int("LOGIN_FAILURE_WINDOW_SECONDS", 900, mini
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [
         "rest_framework.authentication.SessionAuthentication",
-        "rest_framework.authentication.TokenAuthentication",
+        "rlhf_platform.api.authentication.TokenAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",

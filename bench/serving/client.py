@@ -25,10 +25,16 @@ class HttpError(Exception):
 
 
 class Connection:
-    """One keep-alive HTTP/1.1 connection; reconnects after the server closes it."""
+    """One keep-alive HTTP/1.1 connection; reconnects after the server closes it.
 
-    def __init__(self, host: str, port: int, timeout: float = 120.0) -> None:
-        self.host, self.port, self.timeout = host, port, timeout
+    ``keep_alive=False`` opens a new connection for every request (``Connection: close``),
+    for a server that closes after each response without saying so (uWSGI's HTTP router,
+    which Label Studio's image puts behind nginx, itself connecting per request)."""
+
+    def __init__(
+        self, host: str, port: int, timeout: float = 120.0, keep_alive: bool = True
+    ) -> None:
+        self.host, self.port, self.timeout, self.keep_alive = host, port, timeout, keep_alive
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
 
@@ -54,6 +60,8 @@ class Connection:
             await self._connect()
         lines = [f"{method} {path} HTTP/1.1", f"Host: {self.host}:{self.port}"]
         lines += [f"{k}: {v}" for k, v in headers.items()]
+        if not self.keep_alive:
+            lines.append("Connection: close")
         if body is not None:
             lines.append(f"Content-Length: {len(body)}")
         elif method != "GET":
@@ -92,7 +100,7 @@ class Connection:
         else:
             data = await reader.read()
             close = True
-        if close:
+        if close or not self.keep_alive:
             self.close()
         return status, data
 
@@ -271,12 +279,13 @@ def run_load(
     label: str = "",
     progress: bool = True,
     think_s: float = 0.0,
-    on_window: Callable[[], float] | None = None,
+    on_window: Callable[[], object] | None = None,
+    keep_alive: bool = True,
 ) -> dict:
     """Run len(tokens) annotators for warm-up + measure seconds; returns the raw figures."""
 
     async def main():
-        conns = [Connection(host, port) for _ in tokens]
+        conns = [Connection(host, port, keep_alive=keep_alive) for _ in tokens]
         rec = Recorder()
         start = time.perf_counter()
         warm_end = start + warmup_s

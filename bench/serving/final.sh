@@ -1,15 +1,12 @@
 #!/usr/bin/env bash
-# The measured run of bench/serving/README.md: the background pool builder (bench/build_pool.py,
-# if running) is paused for the run and always resumed, also on failure.
+# The measured run of bench/serving/README.md: N = 1, 8, 32, 64 flat out and N = 32 with 2 s
+# of think time, ours against Label Studio (uWSGI, its image's layout) and Label Studio under
+# gunicorn (our layout), in one invocation (about 8 minutes), fresh databases.
 set -u
 cd "$(dirname "$0")/../.."
-trap 'pkill -CONT -f build_pool.py || true' EXIT
-pkill -STOP -f build_pool.py || true
 date -u
 uptime
-.venv/bin/python -m bench.serving --no-progress "$@"
+.venv/bin/python -m bench.serving --fresh --duration 15 --profile "$@"
 rc=$?
-.venv/bin/python -m bench.serving --no-progress --n 32 --think 2 --duration 20 \
-  --out var/serving/think.json
 uptime
 exit $rc

@@ -34,19 +34,12 @@ def pairs(n: int) -> list[dict]:
     return out
 
 
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--annotators", type=int, required=True)
-    ap.add_argument("--comparisons", type=int, required=True)
-    ap.add_argument("--overlap", type=int, default=3)
-    ap.add_argument("--unit-cost", default="0.05")
-    ap.add_argument("--name", required=True)
-    args = ap.parse_args(argv)
+def setup(
+    *, annotators: int, comparisons: int, overlap: int, name: str, unit_cost: str = "0.05"
+) -> tuple[int, list[str]]:
+    """Create, fill and start one campaign; returns its id and one API token per annotator.
 
-    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "rlhf_platform.settings")
-    import django
-
-    django.setup()
+    Django must be set up already (see :func:`main`)."""
     from rest_framework.authtoken.models import Token
 
     from rlhf_platform.accounts.models import Role, User
@@ -62,16 +55,16 @@ def main(argv: list[str] | None = None) -> None:
     )
     campaign = campaign_create(
         owner=owner,
-        name=args.name,
+        name=name,
         algorithm="offline",
         acquisition_rule="imported",
-        labels_per_comparison=args.overlap,
-        label_cap=args.comparisons * args.overlap,
-        human_label_cost=Decimal(args.unit_cost),
+        labels_per_comparison=overlap,
+        label_cap=comparisons * overlap,
+        human_label_cost=Decimal(unit_cost),
     )
-    comparisons_import_pairs(campaign=campaign, pairs=pairs(args.comparisons))
+    comparisons_import_pairs(campaign=campaign, pairs=pairs(comparisons))
     tokens = []
-    for i in range(1, args.annotators + 1):
+    for i in range(1, annotators + 1):
         user, created = User.objects.get_or_create(
             username=f"bench-annotator-{i}", defaults={"role": Role.ANNOTATOR}
         )
@@ -81,7 +74,30 @@ def main(argv: list[str] | None = None) -> None:
         campaign_add_member(campaign=campaign, user=user)
         tokens.append(Token.objects.get_or_create(user=user)[0].key)
     campaign_set_state(campaign=campaign, action="start")
-    json.dump({"campaign_id": campaign.pk, "tokens": tokens}, sys.stdout)
+    return campaign.pk, tokens
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--annotators", type=int, required=True)
+    ap.add_argument("--comparisons", type=int, required=True)
+    ap.add_argument("--overlap", type=int, default=3)
+    ap.add_argument("--unit-cost", default="0.05")
+    ap.add_argument("--name", required=True)
+    args = ap.parse_args(argv)
+
+    os.environ.setdefault("DJANGO_SETTINGS_MODULE", "rlhf_platform.settings")
+    import django
+
+    django.setup()
+    campaign_id, tokens = setup(
+        annotators=args.annotators,
+        comparisons=args.comparisons,
+        overlap=args.overlap,
+        name=args.name,
+        unit_cost=args.unit_cost,
+    )
+    json.dump({"campaign_id": campaign_id, "tokens": tokens}, sys.stdout)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ import json
 import os
 import platform
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -37,8 +38,18 @@ LOGS = VAR / "logs"
 VENV_PY = ROOT / ".venv" / "bin" / "python"
 LS_VERSION = "1.23.2"
 GUNICORN_VERSION = "27.0.1"  # the same as ours (requirements.lock)
+UWSGI_VERSION = "2.0.31"  # Label Studio's Docker image serves with uWSGI 2.0
+PY_SPY_VERSION = "0.4.3"
 LS_VENV = VAR / "ls-venv"
-PG = "postgres://postgres@127.0.0.1:5432"
+TOOLS = VAR / "tools"  # py-spy, installed on first use of --profile
+PG_HOST = "127.0.0.1"
+PG_PORT = 5432  # set by main(): the benchmark's own cluster (--pg private) or the machine's
+
+
+def pg_url() -> str:
+    return f"postgres://postgres@{PG_HOST}:{PG_PORT}"
+
+
 PAIRWISE_CONFIG = """<View>
   <Header value="$prompt"/>
   <Pairwise name="pw" toName="a,b"/>
@@ -106,6 +117,35 @@ def group_cpu_s(pgid: int) -> float:
     return total / tick
 
 
+def _stat(pid: int | str) -> list[str] | None:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+
+
+def tree_cpu_s(root_pid: int) -> float:
+    """CPU seconds of a process, its live children, and the children it has reaped.
+
+    For PostgreSQL's postmaster: every backend is its direct child, and a backend that
+    exits (Label Studio opens one connection per request) is reaped by it, its CPU then
+    counted in the postmaster's cutime/cstime. Deltas of this figure over a window are the
+    cluster's CPU in that window, short-lived backends included.
+    """
+    tick = os.sysconf("SC_CLK_TCK")
+    own = _stat(root_pid)
+    if own is None:
+        return 0.0
+    total = sum(int(x) for x in own[11:15])  # utime, stime, cutime, cstime
+    for entry in os.scandir("/proc"):
+        if entry.name.isdigit():
+            fields = _stat(entry.name)
+            if fields is not None and int(fields[1]) == root_pid:  # [1] is the parent
+                total += int(fields[11]) + int(fields[12])
+    return total / tick
+
+
 def wait_http(url: str, proc: Proc, timeout: float = 120.0) -> None:
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -140,12 +180,77 @@ def api(method: str, url: str, token: str, body=None, timeout: float = 600.0):
 def pg_connect(dbname: str):
     import psycopg
 
-    return psycopg.connect(f"{PG}/{dbname}", autocommit=True)
+    return psycopg.connect(f"{pg_url()}/{dbname}", autocommit=True)
+
+
+class PrivatePostgres:
+    """The benchmark's own PostgreSQL cluster (``var/serving/pgdata``, default settings of
+    ``initdb``), so that its CPU, read from /proc, is the two systems' and nobody else's.
+
+    Created on first use with the machine's PostgreSQL binaries (as the ``postgres`` user when
+    run as root), started for the run and stopped after it. The machine's own cluster is
+    never touched.
+    """
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.dir = VAR / "pgdata"
+        self.log = LOGS / "postgres.log"
+        bins = sorted(Path("/usr/lib/postgresql").glob("*/bin/initdb"))
+        if not bins:
+            raise RuntimeError("no PostgreSQL server binaries under /usr/lib/postgresql")
+        self.bin = bins[-1].parent
+
+    def _as_owner(self, cmd: list[str]) -> list[str]:
+        return ["runuser", "-u", "postgres", "--", *cmd] if os.geteuid() == 0 else cmd
+
+    def start(self) -> None:
+        LOGS.mkdir(parents=True, exist_ok=True)
+        if not (self.dir / "PG_VERSION").exists():
+            log(f"postgres: initdb {self.dir} (first run)")
+            self.dir.mkdir(parents=True, exist_ok=True)
+            if os.geteuid() == 0:
+                shutil.chown(self.dir, "postgres", "postgres")
+            subprocess.run(
+                self._as_owner([str(self.bin / "initdb"), "-D", str(self.dir), "-U", "postgres",
+                                "--auth=trust", "-E", "UTF8"]),
+                check=True, capture_output=True,
+            )  # fmt: skip
+        if os.geteuid() == 0:
+            self.log.touch()
+            shutil.chown(self.log, "postgres", "postgres")
+        self.stop()  # one left running by an interrupted run (ours: var/serving/pgdata)
+        subprocess.run(
+            self._as_owner([str(self.bin / "pg_ctl"), "-D", str(self.dir), "-l", str(self.log),
+                            "-w", "-o", f"-p {self.port} -c listen_addresses=127.0.0.1 -k /tmp",
+                            "start"]),
+            check=True, capture_output=True,
+        )  # fmt: skip
+        log(f"postgres: private cluster up on :{self.port}")
+
+    def stop(self) -> None:
+        subprocess.run(
+            self._as_owner([str(self.bin / "pg_ctl"), "-D", str(self.dir), "-m", "fast", "-w", "stop"]),
+            capture_output=True,
+        )  # fmt: skip
+
+    @property
+    def postmaster_pid(self) -> int:
+        return int((self.dir / "postmaster.pid").read_text().split()[0])
+
+    def cpu_s(self) -> float:
+        return tree_cpu_s(self.postmaster_pid)
+
+
+_dropped: set[str] = set()
 
 
 def ensure_database(name: str, fresh: bool) -> None:
+    """Create the database if missing; with ``fresh``, drop it first (once per run: the two
+    Label Studio servers share one)."""
     with pg_connect("postgres") as conn:
-        if fresh:
+        if fresh and name not in _dropped:
+            _dropped.add(name)
             conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         exists = conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone()
         if not exists:
@@ -181,7 +286,7 @@ class Ours:
         self.env = {
             **os.environ,
             "DJANGO_SETTINGS_MODULE": "rlhf_platform.settings",
-            "DATABASE_URL": f"{PG}/{self.db}",
+            "DATABASE_URL": f"{pg_url()}/{self.db}",
             "CELERY_BROKER_URL": args.redis,
             "CACHE_URL": args.redis,
             "DEBUG": "0",
@@ -203,7 +308,8 @@ class Ours:
             Proc(
                 "ours-gunicorn",
                 [gunicorn, "rlhf_platform.wsgi:application"]
-                + gunicorn_args(self.port, self.args.workers, self.args.threads),
+                + gunicorn_args(self.port, self.args.workers, self.args.threads)
+                + self.args.ours_gunicorn_extra.split(),
                 self.env,
                 ROOT,
             )
@@ -255,11 +361,15 @@ class Ours:
 
 
 class LabelStudio:
-    name = "label-studio"
+    """Label Studio served by uWSGI as its Docker image does (``server="uwsgi"``), or by
+    gunicorn in our layout (``server="gunicorn"``)."""
 
-    def __init__(self, args) -> None:
+    def __init__(self, args, server: str = "uwsgi") -> None:
         self.args = args
-        self.port = args.port_ls
+        self.server = server
+        self.name = "label-studio" if server == "uwsgi" else "label-studio-gunicorn"
+        self.keep_alive = server != "uwsgi"  # see client.Connection
+        self.port = args.port_ls if server == "uwsgi" else args.port_ls + 1
         self.db = args.db_ls
         self.procs: list[Proc] = []
         self.py = LS_VENV / "bin" / "python"
@@ -275,8 +385,8 @@ class LabelStudio:
                 "POSTGRE_NAME": self.db,
                 "POSTGRE_USER": "postgres",
                 "POSTGRE_PASSWORD": "",
-                "POSTGRE_HOST": "127.0.0.1",
-                "POSTGRE_PORT": "5432",
+                "POSTGRE_HOST": PG_HOST,
+                "POSTGRE_PORT": str(PG_PORT),
                 "LABEL_STUDIO_BASE_DATA_DIR": str(data_dir),
                 "DEBUG": "false",
                 "LOG_LEVEL": "WARNING",
@@ -289,18 +399,63 @@ class LabelStudio:
         )
 
     def install(self) -> None:
-        marker = LS_VENV / f".installed-{LS_VERSION}"
+        marker = LS_VENV / f".installed-{LS_VERSION}-uwsgi-{UWSGI_VERSION}"
         if marker.exists():
             return
-        log(f"label-studio: installing label-studio=={LS_VERSION} into {LS_VENV} (first run)")
+        log(
+            f"label-studio: installing label-studio=={LS_VERSION}, uwsgi=={UWSGI_VERSION} "
+            f"(compiled: needs gcc and Python headers) into {LS_VENV} (first run)"
+        )
         if not self.py.exists():
             subprocess.run(["python3.11", "-m", "venv", str(LS_VENV)], check=True)
         subprocess.run(
             [str(self.py), "-m", "pip", "install", "-q", f"label-studio=={LS_VERSION}",
-             f"gunicorn=={GUNICORN_VERSION}"],
+             f"gunicorn=={GUNICORN_VERSION}", f"uwsgi=={UWSGI_VERSION}"],
             check=True,
         )  # fmt: skip
         marker.touch()
+
+    def uwsgi_ini(self, pkg: Path) -> Path:
+        """Label Studio's ``deploy/uwsgi.ini`` (1.23), less its container paths, stats server
+        and JSON log format: 4 processes of 1 thread on this 2-core machine (its default is
+        2 per core), lazy apps, thunder lock, harakiri 120 s, request logging off."""
+        ini = VAR / "ls-uwsgi.ini"
+        ini.write_text(
+            "\n".join(
+                [
+                    "[uwsgi]",
+                    f"chdir = {pkg}",
+                    f"http = 127.0.0.1:{self.port}",
+                    "module = core.wsgi:application",
+                    "master = true",
+                    "cheaper = true",
+                    "single-interpreter = true",
+                    f"processes = {self.args.ls_processes}",
+                    "threads = 1",
+                    "vacuum = true",
+                    "die-on-term = true",
+                    "buffer-size = 65535",
+                    "http-timeout = 300",
+                    "need-app = true",
+                    "env = APP_WEBSERVER=uwsgi",
+                    "ignore-sigpipe = true",
+                    "ignore-write-errors = true",
+                    "disable-write-exception = true",
+                    "harakiri = 120",
+                    "post-buffering = 4096",
+                    "disable-logging = true",
+                    "log-5xx = true",
+                    "enable-threads = true",
+                    "thunder-lock = true",
+                    "lazy-apps = true",
+                    "max-requests = 5000",
+                    "reload-on-rss = 2048",
+                    "worker-reload-mercy = 300",
+                    "",
+                ]
+            )
+        )
+        return ini
 
     @property
     def pkg_dir(self) -> Path:
@@ -322,7 +477,7 @@ class LabelStudio:
                 str(self.py),
                 str(ROOT / "bench/serving/ls_setup.py"),
                 "--annotators",
-                str(max(self.args.n)),
+                str(max(sc["n"] for sc in self.args.scenarios)),
             ],
             self.env,
             pkg,
@@ -330,18 +485,14 @@ class LabelStudio:
         )
         data = json.loads(out)
         self.owner_token, self.tokens = data["owner_token"], data["tokens"]
-        gunicorn = str(LS_VENV / "bin" / "gunicorn")
-        self.procs.append(
-            Proc(
-                "ls-gunicorn",
-                [gunicorn, "core.wsgi:application"]
-                + gunicorn_args(self.port, self.args.workers, self.args.threads),
-                self.env,
-                pkg,
-            )
-        )
+        if self.server == "uwsgi":
+            cmd = [str(LS_VENV / "bin" / "uwsgi"), "--ini", str(self.uwsgi_ini(pkg))]
+        else:
+            cmd = [str(LS_VENV / "bin" / "gunicorn"), "core.wsgi:application"]
+            cmd += gunicorn_args(self.port, self.args.workers, self.args.threads)
+        self.procs.append(Proc(f"ls-{self.server}", cmd, self.env, pkg))
         wait_http(f"http://127.0.0.1:{self.port}/api/version", self.procs[0], timeout=180)
-        log(f"label-studio: gunicorn up on :{self.port}")
+        log(f"{self.name}: {self.server} up on :{self.port}")
 
     def stop(self) -> None:
         for p in reversed(self.procs):
@@ -386,10 +537,81 @@ class LabelStudio:
 # --- one measurement -------------------------------------------------------------------------
 
 
-def measure(system, n: int, target: int, tokens: list[str], args) -> dict:
-    log(f"{system.name} N={n}: target {target}, {args.comparisons} items x overlap {args.overlap}")
+class Profiler:
+    """py-spy (installed into var/serving/tools on first use) sampling our gunicorn workers
+    during one measured window, only the thread that holds the GIL (``--gil``: Python's own
+    CPU; without it, threads blocked on PostgreSQL in psycopg's waits dominate the samples);
+    the stacks are summarized by where their innermost frame's code lives
+    (bench.serving.inproc.CATEGORIES)."""
+
+    def __init__(self) -> None:
+        self.exe = TOOLS / "bin" / "py-spy"
+        if not self.exe.exists():
+            log(f"installing py-spy=={PY_SPY_VERSION} into {TOOLS} (first use of --profile)")
+            subprocess.run(
+                [str(VENV_PY), "-m", "pip", "install", "-q", "--target", str(TOOLS),
+                 f"py-spy=={PY_SPY_VERSION}"],
+                check=True,
+            )  # fmt: skip
+
+    def start(self, pid: int, seconds: float, out: Path) -> subprocess.Popen:
+        return subprocess.Popen(
+            [str(self.exe), "record", "--pid", str(pid), "--subprocesses", "--gil",
+             "--duration", str(int(seconds)), "--rate", "200", "--format", "raw",
+             "--output", str(out), "--nonblocking"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        )  # fmt: skip
+
+    @staticmethod
+    def summarize(raw: Path) -> dict:
+        """Samples (of the GIL holder; no ``--idle``) by the innermost frame's code."""
+        from bench.serving.inproc import category
+
+        by_cat: dict[str, int] = {}
+        total = 0
+        for line in raw.read_text().splitlines():
+            stack, _, count = line.rpartition(" ")
+            if not stack or not count.isdigit():
+                continue
+            leaf = stack.split(";")[-1]  # "function (path/file.py:line)"
+            path = leaf.rpartition(" (")[2].rsplit(":", 1)[0]
+            key = (
+                category("/" + path)
+                if "/" in path
+                else "Python stdlib: datetime, uuid, random, ..."
+            )
+            by_cat[key] = by_cat.get(key, 0) + int(count)
+            total += int(count)
+        return {
+            "samples": total,
+            "share": {
+                k: round(v / total, 3) for k, v in sorted(by_cat.items(), key=lambda kv: -kv[1])
+            },
+        }
+
+
+def measure(system, scenario: dict, target: int, tokens: list[str], args, pg) -> dict:
+    n, think = scenario["n"], scenario["think"]
+    log(
+        f"{system.name} {scenario['key']}: target {target}, {args.comparisons} items x overlap {args.overlap}"
+    )
     load_before = os.getloadavg()[0]
     pgid = system.web_pgid
+
+    def probe() -> tuple[float, float | None]:
+        return group_cpu_s(pgid), (pg.cpu_s() if pg is not None else None)
+
+    spy = None
+    if args.profile and system.name == "ours" and think == 0 and n == max(args.n):
+        raw_path = VAR / f"py-spy-{scenario['key'].replace(' ', '_')}.txt"
+        spy = (Profiler(), raw_path)
+    started = {}
+
+    def on_window():
+        if spy is not None and not started:
+            started["p"] = spy[0].start(system.procs[0].p.pid, args.duration, spy[1])
+        return probe()
+
     raw = load.run_load(
         system.adapter(target),
         "127.0.0.1",
@@ -397,16 +619,19 @@ def measure(system, n: int, target: int, tokens: list[str], args) -> dict:
         tokens,
         args.warmup,
         args.duration,
-        label=f"{system.name} N={n}",
+        label=f"{system.name} {scenario['key']}",
         progress=not args.no_progress,
-        think_s=args.think,
-        on_window=(lambda: group_cpu_s(pgid)),
+        think_s=think,
+        on_window=on_window,
+        keep_alive=getattr(system, "keep_alive", True),
     )
     rec, warm_end, stop_at = raw["recorder"], raw["warm_end"], raw["stop_at"]
     window = [r for r in rec.requests if warm_end <= r[1] < stop_at]
     out: dict = {
         "system": system.name,
+        "scenario": scenario["key"],
         "n": n,
+        "think_s": think,
         "target_id": target,
         "loadavg_1m_before": round(load_before, 2),
         "loadavg_1m_after": round(os.getloadavg()[0], 2),
@@ -429,19 +654,39 @@ def measure(system, n: int, target: int, tokens: list[str], args) -> dict:
     out["client_cpu_us_per_request"] = (
         round(1e6 * raw["client_cpu_s"] / requests_in_window, 1) if requests_in_window else None
     )
-    web_cpu = raw["window_probe"][1] - raw["window_probe"][0]
+    (web0, pg0), (web1, pg1) = raw["window_probe"]
+    web_cpu = web1 - web0
     out["web_cpu_s"] = round(web_cpu, 2)
     out["web_cpu_share_of_machine"] = round(web_cpu / args.duration / (os.cpu_count() or 1), 3)
-    out["web_cpu_ms_per_label"] = (
-        round(1000 * web_cpu / labels_in_window, 2) if labels_in_window else None
+    per_label = (
+        (lambda cpu: round(1000 * cpu / labels_in_window, 2))
+        if labels_in_window
+        else (lambda cpu: None)
     )
+    out["web_cpu_ms_per_label"] = per_label(web_cpu)
+    out["pg_cpu_s"] = round(pg1 - pg0, 2) if pg0 is not None else None
+    out["pg_cpu_ms_per_label"] = per_label(pg1 - pg0) if pg0 is not None else None
+    out["total_cpu_ms_per_label"] = (
+        round(out["web_cpu_ms_per_label"] + out["pg_cpu_ms_per_label"], 2)
+        if out["web_cpu_ms_per_label"] is not None and out["pg_cpu_ms_per_label"] is not None
+        else None
+    )
+    if spy is not None and "p" in started:
+        try:
+            started["p"].wait(timeout=60)
+            out["py_spy"] = Profiler.summarize(spy[1])
+            out["py_spy"]["raw"] = str(spy[1].relative_to(ROOT))
+        except (subprocess.TimeoutExpired, OSError) as exc:
+            out["py_spy"] = {"error": str(exc)}
     time.sleep(0.5)  # let in-flight transactions of dropped connections settle
     out["integrity"] = system.check(target, rec.acked)
     i = out["integrity"]
     log(
-        f"{system.name} N={n}: {out['labels_per_s']} labels/s, next p99 {out['next']['p99_ms']} ms, "
-        f"submit p99 {out['submit']['p99_ms']} ms, errors {out['errors_total']}, "
-        f"integrity {'OK' if i['ok'] else 'FAILED'} (acked {i['acknowledged']}, stored {i['stored']})"
+        f"{system.name} {scenario['key']}: {out['labels_per_s']} labels/s, CPU/label web "
+        f"{out['web_cpu_ms_per_label']} + PG {out['pg_cpu_ms_per_label']} ms, next p99 "
+        f"{out['next']['p99_ms']} ms, submit p99 {out['submit']['p99_ms']} ms, errors "
+        f"{out['errors_total']}, integrity {'OK' if i['ok'] else 'FAILED'} "
+        f"(acked {i['acknowledged']}, stored {i['stored']})"
     )
     return out
 
@@ -456,16 +701,22 @@ def _f(v, nd=1):
 def markdown(results: dict) -> str:
     rows = results["runs"]
     lines = [
-        "| system | N | labels/s | next p50 / p95 / p99 (ms) | submit p50 / p95 / p99 (ms) "
-        "| errors | web CPU ms/label | integrity |",
-        "|---|---:|---:|---|---|---:|---:|---|",
+        "| system | scenario | load at start | labels/s | next p50 / p99 (ms) "
+        "| submit p50 / p99 (ms) | CPU ms/label: web + PG = total | errors | integrity |",
+        "|---|---|---:|---:|---|---|---|---:|---|",
     ]
     for r in rows:
         i = r["integrity"]
+        dup = (
+            len(i["acked_twice"])
+            + i["duplicate_lease"]
+            + i["duplicate_idempotency_key"]
+            + i["duplicate_annotator_comparison"]
+        )
         checks = [
             f"acked {i['acknowledged']}, stored {i['stored']}",
             f"missing {len(i['acked_missing'])}",
-            f"dup {len(i['acked_twice']) + i['duplicate_lease'] + i['duplicate_idempotency_key'] + i['duplicate_annotator_comparison']}",
+            f"dup {dup}",
             f"over-overlap {i['over_overlap']}",
         ]
         if i.get("budget_exact") is not None:
@@ -473,24 +724,63 @@ def markdown(results: dict) -> str:
         verdict = "OK" if i["ok"] else "FAILED"
         nq = r["next"]["nothing_queued"]
         lines.append(
-            f"| {r['system']} | {r['n']} | {_f(r['labels_per_s'])} | "
-            f"{_f(r['next']['p50_ms'])} / {_f(r['next']['p95_ms'])} / {_f(r['next']['p99_ms'])} | "
-            f"{_f(r['submit']['p50_ms'])} / {_f(r['submit']['p95_ms'])} / {_f(r['submit']['p99_ms'])} | "
+            f"| {r['system']} | {r.get('scenario', r['n'])} | {_f(r['loadavg_1m_before'], 2)} | "
+            f"{_f(r['labels_per_s'])} | "
+            f"{_f(r['next']['p50_ms'])} / {_f(r['next']['p99_ms'])} | "
+            f"{_f(r['submit']['p50_ms'])} / {_f(r['submit']['p99_ms'])} | "
+            f"{_f(r.get('web_cpu_ms_per_label'))} + {_f(r.get('pg_cpu_ms_per_label'))} = "
+            f"{_f(r.get('total_cpu_ms_per_label'))} | "
             f"{r['errors_total']}{f' (+{nq} empty)' if nq else ''} | "
-            f"{_f(r.get('web_cpu_ms_per_label'))} | {verdict}: {', '.join(checks)} |"
+            f"{verdict}: {', '.join(checks)} |"
         )
     ratios = results.get("ratios") or {}
     if ratios:
-        lines += [
-            "",
-            "| N | ours labels/s | Label Studio labels/s | ours / LS |",
-            "|---:|---:|---:|---:|",
-        ]
-        for n, v in ratios.items():
-            lines.append(
-                f"| {n} | {_f(v['ours'])} | {_f(v['label-studio'])} | {_f(v['ratio'], 2)}x |"
-            )
+        others = sorted({k for v in ratios.values() for k in v["others"]})
+        head = "| scenario | ours labels/s | ours CPU ms/label |"
+        sep = "|---|---:|---:|"
+        for o in others:
+            head += f" {o} labels/s | {o} CPU ms/label | labels/s ratio | CPU ratio |"
+            sep += "---:|---:|---:|---:|"
+        lines += ["", head, sep]
+        for key, v in ratios.items():
+            row = f"| {key} | {_f(v['ours'])} | {_f(v['ours_cpu'])} |"
+            for o in others:
+                w = v["others"].get(o)
+                if w is None:
+                    row += " - | - | - | - |"
+                else:
+                    row += (
+                        f" {_f(w['labels_per_s'])} | {_f(w['cpu'])} | "
+                        f"{_f(w['ratio'], 2)}x | {_f(w['cpu_ratio'], 1)}x |"
+                    )
+            lines.append(row)
     return "\n".join(lines) + "\n"
+
+
+def ratios(runs: list[dict]) -> dict:
+    """Per scenario: ours against each other system, in labels/s and in CPU per label."""
+    by = {(r["system"], r["scenario"]): r for r in runs}
+    out = {}
+    for (system, key), r in by.items():
+        if system != "ours":
+            continue
+        entry = {
+            "ours": r["labels_per_s"],
+            "ours_cpu": r.get("total_cpu_ms_per_label"),
+            "others": {},
+        }
+        for (other, key2), o in by.items():
+            if key2 != key or other == "ours":
+                continue
+            cpu_o, cpu_us = o.get("total_cpu_ms_per_label"), r.get("total_cpu_ms_per_label")
+            entry["others"][other] = {
+                "labels_per_s": o["labels_per_s"],
+                "cpu": cpu_o,
+                "ratio": r["labels_per_s"] / o["labels_per_s"] if o["labels_per_s"] else None,
+                "cpu_ratio": cpu_o / cpu_us if cpu_o and cpu_us else None,
+            }
+        out[key] = entry
+    return out
 
 
 def machine() -> dict:
@@ -515,24 +805,53 @@ def parse_args(argv=None):
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     ap.add_argument(
-        "--quick", action="store_true", help="N = 1, 8; 2 s warm-up, 5 s measured; 600 items"
+        "--quick",
+        action="store_true",
+        help="N = 1, 8, no think-time run; 2 s warm-up, 5 s measured; 600 items",
     )
     ap.add_argument(
         "--n", default=None, help="comma-separated annotator counts (default 1,8,32,64)"
     )
-    ap.add_argument("--systems", default="ours,label-studio")
-    ap.add_argument("--warmup", type=float, default=None, help="seconds (default 10)")
-    ap.add_argument("--duration", type=float, default=None, help="measured seconds (default 30)")
+    ap.add_argument(
+        "--think-run",
+        default=None,
+        help="extra scenario N:SECONDS with think time (default 32:2; 'none' for none)",
+    )
+    ap.add_argument(
+        "--systems",
+        default="ours,label-studio,label-studio-gunicorn",
+        help="label-studio: uWSGI as its Docker image; label-studio-gunicorn: our layout",
+    )
+    ap.add_argument("--warmup", type=float, default=None, help="seconds (default 5)")
+    ap.add_argument("--duration", type=float, default=None, help="measured seconds (default 20)")
     ap.add_argument("--comparisons", type=int, default=None, help="items per run (default 3000)")
     ap.add_argument("--overlap", type=int, default=3, help="labels wanted per item")
     ap.add_argument(
         "--think",
         type=float,
         default=0.0,
-        help="seconds an annotator looks at a pair before submitting (default 0: flat out)",
+        help="seconds an annotator looks at a pair before submitting in the --n scenarios "
+        "(default 0: flat out), uniform in 0.5x to 1.5x",
     )
     ap.add_argument("--workers", type=int, default=2, help="gunicorn worker processes")
     ap.add_argument("--threads", type=int, default=4, help="gunicorn threads per worker")
+    ap.add_argument(
+        "--ours-gunicorn-extra", default="", help="more gunicorn options for ours (one string)"
+    )
+    ap.add_argument(
+        "--ls-processes", type=int, default=4, help="Label Studio's uWSGI processes (2 per core)"
+    )
+    ap.add_argument(
+        "--pg",
+        choices=("private", "shared"),
+        default="private",
+        help="private: the benchmark's own PostgreSQL cluster (var/serving/pgdata), whose CPU "
+        "is reported; shared: the machine's on 127.0.0.1:5432 (no PostgreSQL CPU figure)",
+    )
+    ap.add_argument("--pg-port", type=int, default=5499)
+    ap.add_argument(
+        "--profile", action="store_true", help="py-spy on our web tier at the largest N"
+    )
     ap.add_argument("--port-ours", type=int, default=8111)
     ap.add_argument("--port-ls", type=int, default=8112)
     ap.add_argument("--db-ours", default="rlhf_serving")
@@ -544,14 +863,32 @@ def parse_args(argv=None):
     args = ap.parse_args(argv)
     q = args.quick
     args.n = [int(x) for x in (args.n or ("1,8" if q else "1,8,32,64")).split(",")]
-    args.warmup = args.warmup if args.warmup is not None else (2.0 if q else 10.0)
-    args.duration = args.duration if args.duration is not None else (5.0 if q else 30.0)
+    args.warmup = args.warmup if args.warmup is not None else (2.0 if q else 5.0)
+    args.duration = args.duration if args.duration is not None else (5.0 if q else 20.0)
     args.comparisons = args.comparisons or (600 if q else 3000)
     args.systems = [s.strip() for s in args.systems.split(",") if s.strip()]
+    unknown = set(args.systems) - {"ours", "label-studio", "label-studio-gunicorn"}
+    if unknown:
+        ap.error(f"unknown systems: {', '.join(sorted(unknown))}")
+    args.scenarios = [
+        {
+            "n": n,
+            "think": args.think,
+            "key": f"N={n}" + (f" think {args.think:g}s" if args.think else ""),
+        }
+        for n in args.n
+    ]
+    think_run = args.think_run if args.think_run is not None else ("none" if q else "32:2")
+    if think_run != "none":
+        n, _, secs = think_run.partition(":")
+        args.scenarios.append(
+            {"n": int(n), "think": float(secs), "key": f"N={int(n)} think {float(secs):g}s"}
+        )
     return args
 
 
 def main(argv=None) -> int:
+    global PG_PORT
     args = parse_args(argv)
     VAR.mkdir(parents=True, exist_ok=True)
     tag = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
@@ -565,63 +902,74 @@ def main(argv=None) -> int:
             k: getattr(args, k)
             for k in (
                 "n",
+                "scenarios",
                 "warmup",
                 "duration",
                 "comparisons",
                 "overlap",
-                "think",
                 "workers",
                 "threads",
+                "ls_processes",
+                "pg",
             )
         }
         | {
             "label_studio_version": LS_VERSION,
-            "gunicorn": f"gthread, {args.workers} workers x {args.threads} threads",
+            "ours": f"gunicorn gthread, {args.workers} workers x {args.threads} threads"
+            + (f" {args.ours_gunicorn_extra}" if args.ours_gunicorn_extra else ""),
+            "label-studio": f"uWSGI {UWSGI_VERSION}, {args.ls_processes} processes x 1 thread "
+            "(its deploy/uwsgi.ini)",
+            "label-studio-gunicorn": f"gunicorn gthread, {args.workers} workers x "
+            f"{args.threads} threads (our layout)",
         },
         "runs": [],
         "errors": {},
     }
-    kinds = {"ours": Ours, "label-studio": LabelStudio}
-    systems = [kinds[name](args) for name in args.systems]
+    pg = None
+    if args.pg == "private":
+        PG_PORT = args.pg_port
+        pg = PrivatePostgres(args.pg_port)
+        pg.start()
+    kinds = {
+        "ours": lambda: Ours(args),
+        "label-studio": lambda: LabelStudio(args, "uwsgi"),
+        "label-studio-gunicorn": lambda: LabelStudio(args, "gunicorn"),
+    }
+    systems = [kinds[name]() for name in args.systems]
     live, targets = [], {}
     try:
         # Both stacks are started and every campaign/project is filled before any load, so
-        # no setup work runs during a measurement; the idle stack costs next to nothing.
+        # no setup work runs during a measurement; the idle stacks cost next to nothing.
         for system in systems:
             try:
                 system.start()
-                for n in args.n:
-                    log(f"{system.name}: preparing N={n}")
-                    targets[(system.name, n)] = system.prepare(
-                        n, args.comparisons, args.overlap, tag
+                for sc in args.scenarios:
+                    log(f"{system.name}: preparing {sc['key']}")
+                    targets[(system.name, sc["key"])] = system.prepare(
+                        sc["n"], args.comparisons, args.overlap, f"{tag} {sc['key']}"
                     )
                 live.append(system)
             except Exception as exc:  # noqa: BLE001 - reported; the other system still runs
                 log(f"{system.name}: FAILED: {exc}")
                 results["errors"][system.name] = str(exc)
                 system.stop()
-        # Interleaved (for each N, every system in turn): background load drifts alike.
-        for n in args.n:
-            for system in list(live):
+        # Interleaved, and the order alternates from one scenario to the next, so that
+        # drifting background load and any warm-up effect of going first hit all alike.
+        for i, sc in enumerate(args.scenarios):
+            order = live if i % 2 == 0 else list(reversed(live))
+            for system in order:
                 try:
-                    target, tokens = targets[(system.name, n)]
-                    results["runs"].append(measure(system, n, target, tokens, args))
+                    target, tokens = targets[(system.name, sc["key"])]
+                    results["runs"].append(measure(system, sc, target, tokens, args, pg))
                 except Exception as exc:  # noqa: BLE001
-                    log(f"{system.name} N={n}: FAILED: {exc}")
-                    results["errors"][f"{system.name} N={n}"] = str(exc)
+                    log(f"{system.name} {sc['key']}: FAILED: {exc}")
+                    results["errors"][f"{system.name} {sc['key']}"] = str(exc)
     finally:
         for system in systems:
             system.stop()
-    by = {(r["system"], r["n"]): r["labels_per_s"] for r in results["runs"]}
-    results["ratios"] = {
-        str(n): {
-            "ours": by[("ours", n)],
-            "label-studio": by[("label-studio", n)],
-            "ratio": by[("ours", n)] / by[("label-studio", n)] if by[("label-studio", n)] else None,
-        }
-        for n in args.n
-        if ("ours", n) in by and ("label-studio", n) in by
-    }
+        if pg is not None:
+            pg.stop()
+    results["ratios"] = ratios(results["runs"])
     results["finished_at"] = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2, default=str))

@@ -10,7 +10,7 @@ from rest_framework.response import Response
 from rlhf_platform.api.common import ApiView, error_responses
 from rlhf_platform.campaigns.models import Round, RoundState
 from rlhf_platform.campaigns.selectors import get_campaign_for_user, get_round_for_user
-from rlhf_platform.rounds.services import round_retry
+from rlhf_platform.rounds.state import round_retry
 
 TAG = ["rounds"]
 

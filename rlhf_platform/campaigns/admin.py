@@ -111,7 +111,7 @@ class RoundAdmin(admin.ModelAdmin):
     @admin.action(description="Retry the selected failed rounds")
     def retry_failed(self, request, queryset):
         from rlhf_platform.errors import ServiceError
-        from rlhf_platform.rounds.services import round_retry
+        from rlhf_platform.rounds.state import round_retry
 
         for rnd in queryset:
             try:

@@ -19,22 +19,25 @@ from kombu.exceptions import OperationalError as BrokerError
 log = logging.getLogger(__name__)
 
 _inline_queue: collections.deque[tuple[str, int]] | None = None
+#: The Celery task of each kind of work (``ml_worker.tasks``).
+_TASK_NAMES = {
+    "step": "rounds.step",
+    "judge": "rounds.judge",
+    "open": "rounds.open",
+    "judge_trial": "judges.trial",
+}
 
 
 def _send(kind: str, object_id: int) -> None:
     if _inline_queue is not None:
         _inline_queue.append((kind, object_id))
         return
-    from ml_worker import tasks
+    # Sent by name: the web process never imports ml_worker.tasks (nor torch through it).
+    # Queues come from CELERY_TASK_ROUTES, options such as acks_late from the worker's task.
+    from rlhf_platform.celery import app
 
-    task = {
-        "step": tasks.round_step,
-        "judge": tasks.judge_round,
-        "open": tasks.open_round,
-        "judge_trial": tasks.judge_trial,
-    }[kind]
     try:
-        task.delay(object_id)
+        app.send_task(_TASK_NAMES[kind], args=[object_id])
     except (BrokerError, OSError) as exc:
         # The broker is down. What the caller committed stands; the periodic sweep
         # (rounds.sweep) finds the round waiting and sends the work once the broker is back.

@@ -60,7 +60,7 @@ from rlhf_platform.campaigns.models import (
     Split,
     VersionState,
 )
-from rlhf_platform.errors import BudgetExhausted, Conflict, NotFound
+from rlhf_platform.errors import BudgetExhausted
 from rlhf_platform.labeling.models import (
     Comparison,
     ComparisonState,
@@ -72,7 +72,6 @@ from rlhf_platform.labeling.models import (
 )
 from rlhf_platform.rounds import dispatch
 from rlhf_platform.rounds.state import (
-    failed_step,
     new_token,
     round_advance,
     round_claim,
@@ -80,6 +79,7 @@ from rlhf_platform.rounds.state import (
     round_heartbeat,
     round_release,
 )
+from rlhf_platform.rounds.state import round_retry as round_retry  # re-exported
 
 log = logging.getLogger(__name__)
 
@@ -277,24 +277,6 @@ def campaign_open_round(*, campaign_id: int) -> Round | None:
             dispatch.step(rnd.pk)
     except IntegrityError:
         return campaign.rounds.exclude(state=RoundState.DONE).first()  # opened concurrently
-    return rnd
-
-
-def round_retry(*, round_id: int) -> Round:
-    """Send a failed round back to the step it failed in."""
-    rnd = Round.objects.filter(pk=round_id).first()
-    if rnd is None:
-        raise NotFound("No such round.")
-    with transaction.atomic():
-        changed = Round.objects.filter(pk=round_id, state=RoundState.FAILED).update(
-            state=failed_step(rnd), failure_reason="", claim_token="", attempts=0
-        )
-        if not changed:
-            raise Conflict(
-                f"Round {rnd.index} is {rnd.state}, not failed.", code="invalid_transition"
-            )
-        dispatch.step(round_id)
-    rnd.refresh_from_db()
     return rnd
 
 

@@ -15,10 +15,13 @@ import datetime as dt
 import secrets
 
 from django.conf import settings
+from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
 from rlhf_platform.campaigns.models import Round, RoundState
+from rlhf_platform.errors import Conflict, NotFound
+from rlhf_platform.rounds import dispatch
 
 WORK_STATES = (
     RoundState.GENERATING,
@@ -101,3 +104,21 @@ def failed_step(rnd: Round) -> str:
     """The state a failed round failed in (to retry from)."""
     state = rnd.failure_reason.split(":", 1)[0]
     return state if state in WORK_STATES else RoundState.GENERATING
+
+
+def round_retry(*, round_id: int) -> Round:
+    """Send a failed round back to the step it failed in."""
+    rnd = Round.objects.filter(pk=round_id).first()
+    if rnd is None:
+        raise NotFound("No such round.")
+    with transaction.atomic():
+        changed = Round.objects.filter(pk=round_id, state=RoundState.FAILED).update(
+            state=failed_step(rnd), failure_reason="", claim_token="", attempts=0
+        )
+        if not changed:
+            raise Conflict(
+                f"Round {rnd.index} is {rnd.state}, not failed.", code="invalid_transition"
+            )
+        dispatch.step(round_id)
+    rnd.refresh_from_db()
+    return rnd

@@ -134,3 +134,69 @@ def test_wrong_budget_fails(labeled, change):
     Budget.objects.filter(campaign=campaign).update(**change)
     out = _check(campaign, acked)
     assert not out["budget_exact"] and not out["ok"]
+
+
+# --- the measurement helpers of issue 21 ------------------------------------------------------
+
+
+def test_tree_cpu_counts_children_that_have_exited():
+    """PostgreSQL's CPU is read as the postmaster's tree: a backend that exits within the
+    window (Label Studio connects per request) must still be counted."""
+    import os
+    import subprocess
+    import sys
+
+    from bench.serving.run import tree_cpu_s
+
+    before = tree_cpu_s(os.getpid())
+    burn = "import time\nt = time.process_time()\nwhile time.process_time() - t < 0.3: pass"
+    subprocess.run([sys.executable, "-c", burn], check=True)  # burns 0.3 s, then is reaped
+    assert tree_cpu_s(os.getpid()) - before >= 0.25
+
+
+def test_profile_categories_and_py_spy_summary(tmp_path):
+    from bench.serving.inproc import category
+    from bench.serving.run import Profiler
+
+    assert category("/x/site-packages/psycopg/cursor.py") == "psycopg (driver, wire protocol)"
+    assert category("/x/site-packages/django/db/models/sql/compiler.py").startswith(
+        "Django ORM: SQL"
+    )
+    assert category("/x/rlhf_platform/labeling/pg.py").startswith("our code")
+    raw = tmp_path / "raw.txt"
+    raw.write_text(
+        'process 1:"gunicorn";run (threading.py:982);execute (psycopg/cursor.py:97) 30\n'
+        'process 1:"gunicorn";run (threading.py:982);as_sql (django/db/models/sql/compiler.py:7) 10\n'
+        'process 1:"gunicorn";wait (threading.py:320) 60\n'
+    )
+    out = Profiler.summarize(raw)
+    assert out["samples"] == 100
+    assert out["share"]["psycopg (driver, wire protocol)"] == 0.3
+    assert out["share"]["Python stdlib: datetime, uuid, random, ..."] == 0.6
+
+
+def test_ratios_compare_ours_with_each_system_per_scenario():
+    from bench.serving.run import markdown, ratios
+
+    def run(system, scenario, lps, cpu):
+        return {
+            "system": system,
+            "scenario": scenario,
+            "labels_per_s": lps,
+            "total_cpu_ms_per_label": cpu,
+        }
+
+    runs = [
+        run("ours", "N=32", 120.0, 8.0),
+        run("label-studio", "N=32", 4.0, 240.0),
+        run("label-studio-gunicorn", "N=32", 6.0, 200.0),
+        run("ours", "N=32 think 2s", 15.0, 9.0),
+        run("label-studio", "N=32 think 2s", 3.0, 250.0),
+    ]
+    r = ratios(runs)
+    assert r["N=32"]["others"]["label-studio"]["ratio"] == 30.0
+    assert r["N=32"]["others"]["label-studio"]["cpu_ratio"] == 30.0
+    assert r["N=32"]["others"]["label-studio-gunicorn"]["ratio"] == 20.0
+    assert "label-studio-gunicorn" not in r["N=32 think 2s"]["others"]
+    table = markdown({"runs": [], "ratios": r})
+    assert "| N=32 | 120.0 | 8.0 | 4.0 | 240.0 | 30.00x | 30.0x |" in table

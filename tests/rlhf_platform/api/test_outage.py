@@ -8,11 +8,12 @@ soak hit them: authentication, leasing, and in the middle of a submit's transact
 from __future__ import annotations
 
 import pytest
-from django.db import InterfaceError, OperationalError
-from rest_framework.authentication import TokenAuthentication
+from django.db import InterfaceError, OperationalError, connection
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
+from rlhf_platform.api.authentication import TokenAuthentication
+from rlhf_platform.labeling import pg as labeling_pg
 from rlhf_platform.labeling import services as labeling_services
 from rlhf_platform.labeling.models import Label
 from tests.conftest import make_campaign
@@ -61,16 +62,23 @@ def test_a_submit_cut_off_mid_transaction_is_503_writes_nothing_and_can_be_retri
     campaign = make_campaign(researcher, members=(annotator,))
     lease_id = token_client.post(f"{V1}/campaigns/{campaign.pk}/next/").json()["lease_id"]
     body = {"choice": "A", "idempotency_key": "retry-me"}
-    real_debit = labeling_services.budget_debit
+    # The debit is the last write: on PostgreSQL the one statement of labeling/pg.py that
+    # stores the label, its ledger row and the debit; elsewhere budget_debit after the label.
+    module, name = (
+        (labeling_pg, "submit_debit")
+        if connection.vendor == "postgresql"
+        else (labeling_services, "budget_debit")
+    )
+    real_debit = getattr(module, name)
 
     def debit_then_lose_the_server(**kwargs):
         real_debit(**kwargs)  # the label row is written; then the connection drops
         raise GONE
 
-    monkeypatch.setattr(labeling_services, "budget_debit", debit_then_lose_the_server)
+    monkeypatch.setattr(module, name, debit_then_lose_the_server)
     with writes_nothing():
         _outage(token_client.post(f"{V1}/leases/{lease_id}/label/", body, format="json"))
-    monkeypatch.setattr(labeling_services, "budget_debit", real_debit)
+    monkeypatch.setattr(module, name, real_debit)
 
     stored = token_client.post(f"{V1}/leases/{lease_id}/label/", body, format="json")
     assert stored.status_code == 201, stored.content
