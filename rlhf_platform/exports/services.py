@@ -451,8 +451,8 @@ class ImportPreview:
 
     @property
     def unit(self) -> str:
-        """What an error's number counts: the file's lines, or rows (pairs, Parquet)."""
-        return "row" if self.kind == "pairs" or self.fmt == "parquet" else "line"
+        """What an error's number counts: the file's lines (JSONL, CSV), or rows (Parquet)."""
+        return "row" if self.fmt == "parquet" else "line"
 
 
 def _raw_records(data: bytes, fmt: str) -> list[dict[str, Any]]:

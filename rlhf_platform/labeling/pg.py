@@ -195,10 +195,10 @@ WITH debit AS (
 ), label AS (
     INSERT INTO {_T["label"]}
         (comparison_id, campaign_id, lease_id, source, annotator_id, judge_name, choice,
-         shown_swapped, rationale, time_taken_ms, idempotency_key, cost, created_at)
+         shown_swapped, rationale, time_taken_ms, idempotency_key, cost, created_at, flag_reason)
     SELECT %(comparison)s, %(campaign)s, %(lease)s, 'human', %(user)s, '', %(choice)s,
            %(swapped)s, %(rationale)s, %(time_taken_ms)s::integer, %(key)s, debit.human_label_cost,
-           %(now)s
+           %(now)s, ''
     FROM debit
     RETURNING id, cost
 ), ledger AS (

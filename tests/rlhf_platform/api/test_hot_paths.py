@@ -8,7 +8,7 @@ import json
 from decimal import Decimal
 
 import pytest
-from django.db import connection
+from django.db import connection, models
 from django.test.utils import CaptureQueriesContext
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
@@ -167,3 +167,32 @@ def test_the_hot_statements_are_prepared_once_per_connection(
     with connection.cursor() as cur:
         cur.execute("SELECT count(*) FROM pg_prepared_statements")
         assert cur.fetchone()[0] == 0
+
+
+@pytest.mark.parametrize(
+    ("model", "sql", "table"),
+    [
+        ("labeling.Label", "SUBMIT_DEBIT", "label"),
+        ("labeling.Lease", "LEASE_NEW", "lease"),
+        ("budgets.LedgerEntry", "SUBMIT_DEBIT", "ledger"),
+    ],
+)
+def test_every_insert_of_the_hand_written_sql_names_each_required_column(model, sql, table):
+    """A field added to the model without a database default must be added to the hand-written
+    INSERT too (a new NOT NULL column once made every label a server error)."""
+    import re
+
+    from django.apps import apps
+
+    from rlhf_platform.labeling import pg
+
+    text = getattr(pg, sql)
+    insert = re.search(rf"INSERT INTO {re.escape(pg._T[table])}\s*\(([^)]*)\)", text, flags=re.S)
+    assert insert, f"no INSERT INTO {pg._T[table]} in pg.{sql}"
+    named = {c.strip() for c in insert.group(1).split(",")}
+    required = {
+        f.column
+        for f in apps.get_model(model)._meta.concrete_fields
+        if not f.null and not f.primary_key and f.db_default is models.NOT_PROVIDED
+    }
+    assert required <= named, f"pg.{sql} leaves out {sorted(required - named)}"

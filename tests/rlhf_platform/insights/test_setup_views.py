@@ -196,7 +196,8 @@ def test_pairs_from_csv_and_parquet(client, researcher):
     )
     html = response.content.decode()
     assert response.status_code == 400 and 'data-bad-rows="2"' in html
-    assert "row 2: needs two different" in html and "row 3:" in html
+    # Numbered as the file's lines (the header is line 1), as the import API numbers them.
+    assert "line 3: needs two different" in html and "line 4: missing or empty" in html
     table = pa.table({"prompt": ["q1", "q2"], "response_a": ["a", "c"], "response_b": ["b", "d"]})
     buffer = io.BytesIO()
     pq.write_table(table, buffer)
