@@ -66,6 +66,10 @@ def _is_integer(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def _is_number(value) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 def _is_boolean(value) -> bool:
     return isinstance(value, bool)
 
@@ -77,6 +81,7 @@ def _is_object(value) -> bool:
 _TYPE_NAMES = {
     _is_string: "a string",
     _is_integer: "an integer",
+    _is_number: "a number",
     _is_boolean: "true or false",
     _is_object: "an object",
 }
@@ -89,6 +94,8 @@ def _json_type(field):
         return _is_boolean
     if isinstance(field, serializers.IntegerField):
         return _is_integer
+    if isinstance(field, serializers.FloatField):
+        return _is_number
     if isinstance(field, serializers.DictField):
         return _is_object
     if isinstance(field, (serializers.CharField, serializers.ChoiceField)):

@@ -192,6 +192,15 @@ def test_bad_text_in_a_config_is_a_validation_error(world, bad, field):
     assert not Campaign.objects.filter(name="N").exists()
 
 
+@pytest.mark.parametrize("value", [False, "0.5"])
+def test_a_campaign_number_of_the_wrong_json_type_is_refused(world, value):
+    """The schema says ``mixed_fraction`` is a number; DRF read ``false`` as 0.0 (schemathesis's
+    negative-data check found it)."""
+    response = _post_json(world, "/api/v1/campaigns/", {"name": "N", "mixed_fraction": value})
+    assert _error(response, 400, "validation_error")["details"]["mixed_fraction"]
+    assert not Campaign.objects.filter(name="N").exists()
+
+
 # --- Pair import ----------------------------------------------------------------------------
 
 
