@@ -167,6 +167,14 @@ def _run_in_worker(job: Job) -> list[dict]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    previous = torch.get_num_threads()
+    try:
+        return _main(argv)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _main(argv: list[str] | None) -> int:
     ap = argparse.ArgumentParser(
         prog="python -m bench.label_efficiency", description=__doc__.split("\n")[0]
     )
@@ -187,7 +195,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--feature-dim", type=int, default=128, help="principal components of the features kept"
     )
-    ap.add_argument("--threads", type=int, default=None, help="torch threads of this process")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=1,
+        help="torch threads of the runs made in this process (default 1, as in each worker "
+        "process, so that no result depends on --jobs: a sum's order follows the thread count)",
+    )
     ap.add_argument(
         "--jobs",
         type=int,
@@ -214,8 +228,7 @@ def main(argv: list[str] | None = None) -> int:
         ap.error("need 1 <= --min-labels <= --max-labels and --seeds >= 1")
     if not args.synthetic and not args.pool.exists():
         ap.error(f"pool file {args.pool} not found (build it with bench/build_pool.py)")
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    torch.set_num_threads(max(1, args.threads))
 
     started = time.time()
     env = (
