@@ -19,6 +19,10 @@ from rlhf_platform.campaigns.models import AcquisitionRule, Algorithm, FeedbackM
 INT32_MAX = 2**31 - 1
 INT64_MAX = 2**63 - 1
 
+#: The judge kinds a worker can build (``ml_worker.core.judges.base.JUDGE_KINDS``, which the
+#: web process does not import; a test keeps the two equal).
+JUDGE_KINDS = ("gemini", "openai", "oracle")
+
 BUDGET_FIELDS = (
     "label_cap",
     "cost_cap",
@@ -114,6 +118,34 @@ class CampaignDefinition(serializers.Serializer):
         max_digits=14, decimal_places=10, min_value=0, required=False
     )
 
+    def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
+        problems = judge_problems(
+            attrs.get("feedback_mode", FeedbackMode.HUMAN),
+            attrs.get("judge_config") or {},
+            attrs.get("mixed_fraction", 0.0),
+        )
+        if problems:
+            raise serializers.ValidationError(problems)
+        return attrs
+
+
+def judge_problems(mode: str, judge: dict[str, Any], share: float | None) -> dict[str, list[str]]:
+    """What a worker would otherwise find only when the first round fails: a judge or mixed
+    campaign needs a judge it can build, and a mixed one a share above 0 (``share`` None:
+    unknown, not checked)."""
+    problems: dict[str, list[str]] = {}
+    if judge and judge.get("kind") not in JUDGE_KINDS:
+        problems["judge_config"] = [
+            f"Name the judge's kind: one of {', '.join(JUDGE_KINDS)} (got {judge.get('kind')!r})."
+        ]
+    elif not judge and mode != FeedbackMode.HUMAN:
+        problems["judge_config"] = [f"A {mode} campaign needs a judge (judge_config.kind)."]
+    if mode == FeedbackMode.MIXED and share is not None and not share > 0:
+        problems["mixed_fraction"] = [
+            "A mixed campaign sends a share above 0 of its pairs to the judge."
+        ]
+    return problems
+
 
 def campaign_validate(data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, list[str]]]:
     """``(clean values, {})`` or ``({}, {field: [messages]})`` for every bad field."""
@@ -125,4 +157,17 @@ def campaign_validate(data: dict[str, Any]) -> tuple[dict[str, Any], dict[str, l
         if isinstance(messages, dict):  # a nested dict field: flatten its messages
             messages = [f"{k}: {m}" for k, ms in messages.items() for m in ms]
         errors["form" if field == "non_field_errors" else field] = [str(m) for m in messages]
+    # Field errors stop DRF before ``validate``: check the judge rules on the raw values too,
+    # so that a form shows every problem at once.
+    judge = data.get("judge_config")
+    try:
+        share: float | None = float(data.get("mixed_fraction") or 0)
+    except (TypeError, ValueError):
+        share = None
+    for field, messages in judge_problems(
+        str(data.get("feedback_mode") or FeedbackMode.HUMAN),
+        judge if isinstance(judge, dict) else {},
+        share,
+    ).items():
+        errors.setdefault(field, messages)
     return {}, errors

@@ -271,26 +271,13 @@ def definition_from_post(
     data["policy_config"] = policy
     data["reward_config"] = _json_object(typed, "reward_config", errors)
     judge = _judge_config(typed, errors)
-    kind = judge.get("kind", "")
-    mode = typed["feedback_mode"] or "human"
-    if mode in ("judge", "mixed") and not kind:
-        errors["judge_kind"] = [f"A {mode} campaign needs a judge."]
-    if mode == "mixed":
-        try:
-            share = float(typed["mixed_fraction"] or 0)
-        except ValueError:
-            share = 0.0
-        if not share > 0:
-            errors.setdefault("mixed_fraction", []).append(
-                "A mixed campaign sends a share above 0 of its pairs to the judge."
-            )
     data["judge_config"] = judge
 
     values, definition_errors = campaign_validate(data)
     for name, messages in definition_errors.items():
         target = {
             "policy_config": "policy_config_extra",
-            "judge_config": "judge_extra",
+            "judge_config": "judge_kind",
         }.get(name, name)
         errors.setdefault(target if target in FIELDS else "form", []).extend(messages)
     return ({} if errors else values), errors, typed

@@ -107,7 +107,7 @@ def test_the_form_shows_every_error_per_field_and_saves_nothing(client, research
     for field in ("name", "judge_kind", "responses_per_prompt", "reward_config"):
         assert f'data-field="{field}"' in html
         assert f'id="err_{field}"' in html, field
-    assert "A judge campaign needs a judge." in html
+    assert "A judge campaign needs a judge" in html
     assert not Campaign.objects.exists()
 
 
