@@ -16,7 +16,11 @@ from django.core.exceptions import ValidationError
 from django.db import transaction
 
 from rlhf_platform.accounts.models import User
-from rlhf_platform.campaigns.definition import BUDGET_FIELDS, campaign_validate
+from rlhf_platform.campaigns.definition import (
+    BUDGET_FIELDS,
+    CampaignDefinition,
+    campaign_validate,
+)
 from rlhf_platform.campaigns.models import Campaign
 from rlhf_platform.campaigns.services import (
     campaign_add_member,
@@ -26,26 +30,8 @@ from rlhf_platform.campaigns.services import (
 )
 from rlhf_platform.errors import InvalidInput
 
-CAMPAIGN_KEYS = {
-    "name",
-    "description",
-    "guidelines",
-    "algorithm",
-    "feedback_mode",
-    "acquisition_rule",
-    "prompts_per_round",
-    "responses_per_prompt",
-    "labels_per_comparison",
-    "seed",
-    "max_rounds",
-    "eval_every",
-    "periodic_tau",
-    "round_deadline_seconds",
-    "mixed_fraction",
-    "policy_config",
-    "reward_config",
-    "judge_config",
-}
+# A spec file's keys are the one definition's fields: the budget ones under ``budget:``.
+CAMPAIGN_KEYS = set(CampaignDefinition().fields) - set(BUDGET_FIELDS)
 BUDGET_KEYS = set(BUDGET_FIELDS)
 OTHER_KEYS = {"budget", "prompts", "members", "start"}
 

@@ -63,3 +63,21 @@ def test_the_judge_kinds_are_the_workers():
     from ml_worker.core.judges.base import JUDGE_KINDS as WORKER_KINDS
 
     assert sorted(JUDGE_KINDS) == sorted(WORKER_KINDS)
+
+
+def test_a_spec_file_takes_every_setting_of_the_definition(researcher):
+    spec = {
+        "name": "Every setting",
+        "feedback_mode": "mixed",
+        "mixed_fraction": 0.25,
+        "judge_config": {"kind": "oracle"},
+        "max_rounds": 3,
+        "eval_every": 2,
+        "periodic_tau": 5,
+        "round_deadline_seconds": 600,
+        "budget": {"label_cap": 100, "judge_token_cost": "0.000002"},
+    }
+    campaign, _ = campaign_create_from_spec(owner=researcher, spec=spec, base_dir=Path("."))
+    assert (campaign.max_rounds, campaign.eval_every, campaign.periodic_tau) == (3, 2, 5)
+    assert (campaign.round_deadline_seconds, campaign.mixed_fraction) == (600, 0.25)
+    assert str(campaign.budget.judge_token_cost) == "0.0000020000"
