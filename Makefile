@@ -30,6 +30,7 @@ services:
 
 lint: venv
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 # pip-audit over requirements.lock: fails on a known vulnerability; when the vulnerability
 # service cannot be reached it prints a WARNING that the audit did not run (docs/security.md).
@@ -40,6 +41,7 @@ test: venv services
 	@scripts/ensure_chromium.sh
 	DATABASE_URL=$(TEST_DATABASE_URL) CELERY_BROKER_URL=$(TEST_BROKER_URL) \
 	  $(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(PY) scripts/audit_deps.py
 	# OMP_WAIT_POLICY=PASSIVE: torch threads must not spin while worker subprocesses and
 	# Chromium share the two cores (see ml_worker/__init__.py).

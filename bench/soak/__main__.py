@@ -35,14 +35,27 @@ def parse_args(argv: list[str] | None = None) -> Config:
         help="kinds to inject, comma-separated (worker,redis,postgres); 'none' for none",
     )
     p.add_argument(
-        "--fault-every", type=_pair, default=(20.0, 60.0), metavar="MIN,MAX",
+        "--fault-every",
+        type=_pair,
+        default=(20.0, 60.0),
+        metavar="MIN,MAX",
         help="seconds between the end of one fault and the next (default 20,60)",
     )
     p.add_argument("--first-fault-after", type=float, default=15.0, metavar="S")
-    p.add_argument("--down", type=_pair, default=(2.0, 6.0), metavar="MIN,MAX",
-                   help="seconds Redis or PostgreSQL stay down (default 2,6)")
-    p.add_argument("--think", type=_pair, default=(0.3, 1.0), metavar="MIN,MAX",
-                   help="seconds an annotator looks at a pair (default 0.3,1.0)")
+    p.add_argument(
+        "--down",
+        type=_pair,
+        default=(2.0, 6.0),
+        metavar="MIN,MAX",
+        help="seconds Redis or PostgreSQL stay down (default 2,6)",
+    )
+    p.add_argument(
+        "--think",
+        type=_pair,
+        default=(0.3, 1.0),
+        metavar="MIN,MAX",
+        help="seconds an annotator looks at a pair (default 0.3,1.0)",
+    )
     p.add_argument("--out", type=Path, default=None, help="report folder (default var/soak)")
     p.add_argument("--keep", action="store_true", help="keep the temporary servers' files")
     p.add_argument("--no-progress", action="store_true")
@@ -52,9 +65,17 @@ def parse_args(argv: list[str] | None = None) -> Config:
     if unknown:
         p.error(f"unknown fault kinds: {', '.join(sorted(unknown))}")
     cfg = Config(
-        minutes=a.minutes, seed=a.seed, annotators=a.annotators, overlap=a.overlap,
-        comparisons=a.comparisons, faults=faults, fault_every=a.fault_every,
-        first_fault_after=a.first_fault_after, down=a.down, think=a.think, keep=a.keep,
+        minutes=a.minutes,
+        seed=a.seed,
+        annotators=a.annotators,
+        overlap=a.overlap,
+        comparisons=a.comparisons,
+        faults=faults,
+        fault_every=a.fault_every,
+        first_fault_after=a.first_fault_after,
+        down=a.down,
+        think=a.think,
+        keep=a.keep,
         progress=not a.no_progress,
     )
     if a.out is not None:

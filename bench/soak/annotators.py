@@ -234,8 +234,13 @@ class Annotator(threading.Thread):
         if resp.status_code == 409 and code in LEASE_GONE:
             with self.shared.lock:
                 self.shared.lease_gone.append(
-                    {"t": self.shared.now(), "annotator": self.name, "lease_id": lease_id,
-                     "code": code, "attempts": attempts}
+                    {
+                        "t": self.shared.now(),
+                        "annotator": self.name,
+                        "lease_id": lease_id,
+                        "code": code,
+                        "attempts": attempts,
+                    }
                 )
             return
         self._unexpected("label", resp)

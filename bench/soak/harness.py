@@ -182,7 +182,9 @@ class Soak:
 
     def say(self, msg: str) -> None:
         t = self.shared.now() if self.shared else 0.0
-        sys.stdout.write(f"\r\033[K[soak {t:6.1f}s] {msg}\n" if self._tty() else f"[soak {t:6.1f}s] {msg}\n")
+        sys.stdout.write(
+            f"\r\033[K[soak {t:6.1f}s] {msg}\n" if self._tty() else f"[soak {t:6.1f}s] {msg}\n"
+        )
         sys.stdout.flush()
 
     def _tty(self) -> bool:
@@ -266,10 +268,21 @@ class Soak:
         self.web = Managed(
             "web",
             python_argv(
-                "-m", "gunicorn", "rlhf_platform.wsgi:application",
-                "--bind", f"127.0.0.1:{web_port}",
-                "--workers", str(c.web_workers), "--threads", str(c.web_threads),
-                "--timeout", "60", "--graceful-timeout", "5", "--keep-alive", "5",
+                "-m",
+                "gunicorn",
+                "rlhf_platform.wsgi:application",
+                "--bind",
+                f"127.0.0.1:{web_port}",
+                "--workers",
+                str(c.web_workers),
+                "--threads",
+                str(c.web_threads),
+                "--timeout",
+                "60",
+                "--graceful-timeout",
+                "5",
+                "--keep-alive",
+                "5",
             ),
             env,
             logs / "web.log",
@@ -277,10 +290,22 @@ class Soak:
         self.worker = Managed(
             "worker",
             python_argv(
-                "-m", "celery", "-A", "rlhf_platform", "worker", "-B",
-                "--schedule", str(self.tmp / "var" / "celerybeat-schedule"),
-                "-Q", "default,gpu,judge", "--concurrency", str(c.worker_concurrency),
-                "--without-gossip", "--without-mingle", "--loglevel", "INFO",
+                "-m",
+                "celery",
+                "-A",
+                "rlhf_platform",
+                "worker",
+                "-B",
+                "--schedule",
+                str(self.tmp / "var" / "celerybeat-schedule"),
+                "-Q",
+                "default,gpu,judge",
+                "--concurrency",
+                str(c.worker_concurrency),
+                "--without-gossip",
+                "--without-mingle",
+                "--loglevel",
+                "INFO",
             ),
             env,
             logs / "worker.log",
@@ -296,7 +321,9 @@ class Soak:
         self._wait_worker_ready(self.worker, 120)
         self._warm_web(next(iter(self.data["tokens"].values())))
         self.outcome.setup_s = round(time.monotonic() - started, 1)
-        self.say(f"web {self.base_url} (gunicorn {c.web_workers}x{c.web_threads} threads), worker ready")
+        self.say(
+            f"web {self.base_url} (gunicorn {c.web_workers}x{c.web_threads} threads), worker ready"
+        )
 
     def _warm_web(self, token: str) -> None:
         """Each gunicorn worker imports the URL conf (and the ML code behind it) on its first
@@ -518,9 +545,7 @@ class Soak:
                 self.outcome.faults.append(fault)
                 self.say(f"{kind}: {fault.detail}")
                 if kind == "worker":
-                    threading.Thread(
-                        target=self._note_ready, args=(fault,), daemon=True
-                    ).start()
+                    threading.Thread(target=self._note_ready, args=(fault,), daemon=True).start()
                 next_at = fault.end + self.rng.uniform(*c.fault_every)
             self._check_processes()
             self._progress(last)
@@ -559,7 +584,9 @@ class Soak:
         c = self.cfg
         last_fault_end = max((f.end for f in self.outcome.faults), default=0.0)
         lease_deadline = time.monotonic() + c.lease_seconds + 4 * c.lease_sweep_seconds + 30
-        round_deadline = time.monotonic() + max(0.0, last_fault_end + c.stuck_after - self.shared.now())
+        round_deadline = time.monotonic() + max(
+            0.0, last_fault_end + c.stuck_after - self.shared.now()
+        )
         leases_clear = rounds_moved = False
         self.say("waiting for the lease sweeper and for a round to finish after the last fault")
         while True:
@@ -650,7 +677,9 @@ class Soak:
         human_rows = Label.objects.filter(annotator__isnull=False)
         dup_pair = duplicated(human_rows, "comparison_id", "annotator_id")
         dup_key = duplicated(human_rows, "annotator_id", "idempotency_key")
-        dup_judge = duplicated(Label.objects.filter(campaign_id=judge), "comparison_id", "judge_name")
+        dup_judge = duplicated(
+            Label.objects.filter(campaign_id=judge), "comparison_id", "judge_name"
+        )
         # labels_count counts human labels (the judge's are on top of the overlap).
         counted = Comparison.objects.annotate(n=Count("labels", filter=Q(labels__source="human")))
         over_overlap = counted.filter(n__gt=F("labels_required")).count()
@@ -660,7 +689,8 @@ class Soak:
         )
         leased_drift = live.exclude(n_live=F("leased_count")).count()
         budgets = {
-            b.campaign_id: b.labels_spent for b in Budget.objects.filter(campaign_id__in=[human, judge])
+            b.campaign_id: b.labels_spent
+            for b in Budget.objects.filter(campaign_id__in=[human, judge])
         }
         budget_drifts = []
         for name, cid in (("human", human), ("judge", judge)):
@@ -704,12 +734,8 @@ class Soak:
         # -- recovery after each fault -------------------------------------------------------
         ack_times = sorted(a.t for a in shared.acks)
         for f in o.faults:
-            f.label_recovery_s = next(
-                (round(t - f.end, 2) for t in ack_times if t > f.end), None
-            )
-            f.round_recovery_s = next(
-                (round(t - f.end, 2) for t in transitions if t > f.end), None
-            )
+            f.label_recovery_s = next((round(t - f.end, 2) for t in ack_times if t > f.end), None)
+            f.round_recovery_s = next((round(t - f.end, 2) for t in transitions if t > f.end), None)
             if f.label_recovery_s is None:
                 fail(f"no label was stored after the {f.kind} fault at {f.start:.0f}s")
             if f.round_recovery_s is None:

@@ -86,8 +86,11 @@ def markdown(o: Outcome) -> str:
         lines.append("| none | 0 |")
     near = o.counts.get("client_errors_near_fault_kind", {})
     if near:
-        lines += ["", "Errors by the fault they came with (within 30 s after it): "
-                  + ", ".join(f"{k}: {v}" for k, v in sorted(near.items()))]
+        lines += [
+            "",
+            "Errors by the fault they came with (within 30 s after it): "
+            + ", ".join(f"{k}: {v}" for k, v in sorted(near.items())),
+        ]
     lines += ["", "## Verdict", ""]
     if o.ok:
         lines.append("Every check passed.")

@@ -131,7 +131,13 @@ class PrivatePostgres:
 
     def stop(self, mode: str = "fast") -> None:
         self._run(
-            str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", mode, "-w", "stop",
+            str(self.bindir / "pg_ctl"),
+            "-D",
+            str(self.data),
+            "-m",
+            mode,
+            "-w",
+            "stop",
             check=False,
         )
 
@@ -140,8 +146,19 @@ class PrivatePostgres:
 
     def psql(self, sql: str, db: str = "postgres") -> str:
         return self._run(
-            str(self.bindir / "psql"), "-h", "127.0.0.1", "-p", str(self.port), "-U",
-            "postgres", "-d", db, "-v", "ON_ERROR_STOP=1", "-Atc", sql,
+            str(self.bindir / "psql"),
+            "-h",
+            "127.0.0.1",
+            "-p",
+            str(self.port),
+            "-U",
+            "postgres",
+            "-d",
+            db,
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-Atc",
+            sql,
         )
 
     def url(self, db: str) -> str:
@@ -171,8 +188,19 @@ class PrivateRedis:
     def start(self) -> None:
         self.proc = subprocess.Popen(
             [
-                self.exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                "--appendonly", "no", "--daemonize", "no", "--dir", str(self.root),
+                self.exe,
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--daemonize",
+                "no",
+                "--dir",
+                str(self.root),
             ],
             stdout=self.log,
             stderr=subprocess.STDOUT,

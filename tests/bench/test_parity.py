@@ -118,12 +118,16 @@ def test_offline_does_not_run_as_one_campaign(env, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.django_db(transaction=True)
-def test_a_campaign_run_on_a_celery_worker_matches_the_simulation(researcher, env, package, tmp_path):
+def test_a_campaign_run_on_a_celery_worker_matches_the_simulation(
+    researcher, env, package, tmp_path
+):
     from rlhf_platform.celery import app
     from tests.rlhf_platform.rounds.test_worker import Worker, _wait
 
     if connection.vendor != "postgresql" or not settings.CELERY_BROKER_URL.startswith("redis://"):
-        pytest.skip("needs PostgreSQL and Redis (make test sets DATABASE_URL and CELERY_BROKER_URL)")
+        pytest.skip(
+            "needs PostgreSQL and Redis (make test sets DATABASE_URL and CELERY_BROKER_URL)"
+        )
     app.control.purge()
     worker = Worker(tmp_path)
     worker.start()

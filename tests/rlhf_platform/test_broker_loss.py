@@ -32,8 +32,19 @@ def private_redis(tmp_path):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     proc = subprocess.Popen(
-        [exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
-         "--dir", str(tmp_path)],
+        [
+            exe,
+            "--port",
+            str(port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(tmp_path),
+        ],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -59,7 +70,9 @@ def test_tearing_down_a_lost_connection_with_an_unacked_message_raises_no_attrib
     channel = conn.default_channel
     tasks = Queue("t", Exchange("t"), "t")
     control = Queue("control", Exchange("control", type="fanout"), auto_delete=True)
-    Producer(channel).publish({"task": 1}, exchange=tasks.exchange, routing_key="t", declare=[tasks])
+    Producer(channel).publish(
+        {"task": 1}, exchange=tasks.exchange, routing_key="t", declare=[tasks]
+    )
     delivered = []
     consumer = conn.Consumer(
         [tasks, control], callbacks=[lambda body, m: delivered.append(m)], prefetch_count=2

@@ -39,9 +39,7 @@ def test_short_soak_with_every_fault_loses_and_duplicates_nothing(tmp_path):
         "--out", str(out),
         "--no-progress",
     ]  # fmt: skip
-    proc = subprocess.run(
-        command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=280
-    )
+    proc = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=280)
     output = (proc.stdout + proc.stderr)[-8000:]
     if proc.returncode == 2:
         pytest.fail(f"the soak could not start its private servers:\n{output}", pytrace=False)

@@ -116,7 +116,9 @@ def test_invalid_judge_answers_are_recorded_never_counted_then_sent_to_humans(
     researcher, annotator, monkeypatch, settings
 ):
     settings.JUDGE_MAX_ATTEMPTS = 2
-    monkeypatch.setattr("rlhf_platform.rounds.services.build_judge", lambda config, **kwargs: AlwaysInvalid())
+    monkeypatch.setattr(
+        "rlhf_platform.rounds.services.build_judge", lambda config, **kwargs: AlwaysInvalid()
+    )
     campaign = live_campaign(
         researcher, name="bad-judge", algorithm="online", feedback_mode="judge"
     )
