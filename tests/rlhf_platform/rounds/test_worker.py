@@ -10,9 +10,7 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,6 +21,7 @@ from django.conf import settings
 from django.db import connection
 from rest_framework.test import APIClient
 
+from bench.soak.services import PrivateRedis, free_port
 from rlhf_platform.campaigns.models import (
     Campaign,
     CampaignState,
@@ -204,53 +203,14 @@ def test_a_worker_killed_mid_learning_step_recovers(researcher, worker):
     assert ModelVersion.objects.filter(campaign=campaign, round__isnull=False).count() == 6
 
 
-class PrivateRedis:
-    """A redis-server of this test's own, on a free port, with its files in a temp dir.
-
-    The broker outage is simulated by stopping *this* server, never the machine's shared
-    Redis (which other test runs and people use at the same time); the same port
-    is reused on restart so that clients reconnect to it."""
-
-    def __init__(self, tmp_path: Path):
-        exe = shutil.which("redis-server")
-        if exe is None:
-            pytest.fail("redis-server is not installed (apt-get install -y redis-server)")
-        self.exe, self.dir = exe, tmp_path
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            self.port = s.getsockname()[1]
-        self.url = f"redis://127.0.0.1:{self.port}/0"
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(
-            [self.exe, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", str(self.dir)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=0.2).close()
-                return
-            except OSError:
-                time.sleep(0.05)
-        raise AssertionError(f"the private redis-server on port {self.port} did not start")
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(timeout=10)
-
-
 @pytest.fixture
 def private_broker(tmp_path):
-    """This process's Celery app and a worker on a private Redis, restored afterwards."""
-    redis = PrivateRedis(tmp_path)
+    """This process's Celery app and a worker on a private Redis (the soak's: a free port, its
+    files in a temp dir), never the machine's shared one; restored afterwards."""
+    redis = PrivateRedis(tmp_path / "redis", free_port())
     redis.start()
     saved = app.conf.broker_url
-    app.conf.broker_url = redis.url
+    app.conf.broker_url = redis.url()
     app._after_fork()  # drop the connection and producer pools of the shared broker
     try:
         yield redis
@@ -263,7 +223,7 @@ def private_broker(tmp_path):
 def test_annotators_keep_labeling_while_the_broker_is_down(
     researcher, annotator, private_broker, tmp_path
 ):
-    worker = Worker(tmp_path, broker_url=private_broker.url)
+    worker = Worker(tmp_path, broker_url=private_broker.url())
     try:
         _label_through_an_outage(researcher, annotator, worker, private_broker)
     finally:
