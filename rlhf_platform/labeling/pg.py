@@ -222,6 +222,30 @@ def _pair(comparison_id: int, prompt_text, messages, a_text, b_text) -> Comparis
     return comparison
 
 
+def _active_lease(
+    user: User,
+    campaign_id: int,
+    lease_id: int,
+    comparison_id: int,
+    swapped: bool,
+    created_at: dt.datetime,
+    expires_at: dt.datetime,
+    pair: list,
+) -> Lease:
+    """The annotator's active lease as ``lease_display`` reads it, from a row's columns."""
+    lease = Lease(
+        pk=lease_id,
+        campaign_id=campaign_id,
+        annotator_id=user.pk,
+        swapped=swapped,
+        state=LeaseState.ACTIVE,
+        created_at=created_at,
+        expires_at=expires_at,
+    )
+    lease.comparison = _pair(comparison_id, *pair)
+    return lease
+
+
 def campaign_and_budget(user: User, campaign_id: int) -> tuple[str, Budget] | None:
     with cursor() as cur:
         cur.execute(CAMPAIGN_AND_BUDGET, {"user": user.pk, "campaign": campaign_id})
@@ -238,17 +262,9 @@ def live_lease(user: User, campaign_id: int) -> Lease | None:
     if row is None:
         return None
     lease_id, comparison_id, swapped, created_at, expires_at, *pair = row
-    lease = Lease(
-        pk=lease_id,
-        campaign_id=campaign_id,
-        annotator_id=user.pk,
-        swapped=swapped,
-        state=LeaseState.ACTIVE,
-        created_at=created_at,
-        expires_at=expires_at,
+    return _active_lease(
+        user, campaign_id, lease_id, comparison_id, swapped, created_at, expires_at, pair
     )
-    lease.comparison = _pair(comparison_id, *pair)
-    return lease
 
 
 def outstanding_leases(campaign_id: int, now: dt.datetime) -> int:
@@ -273,17 +289,7 @@ def lease_new(
     if row is None:
         return None
     lease_id, comparison_id, *pair = row
-    lease = Lease(
-        pk=lease_id,
-        campaign_id=campaign_id,
-        annotator_id=user.pk,
-        swapped=swapped,
-        state=LeaseState.ACTIVE,
-        created_at=now,
-        expires_at=expires_at,
-    )
-    lease.comparison = _pair(comparison_id, *pair)
-    return lease
+    return _active_lease(user, campaign_id, lease_id, comparison_id, swapped, now, expires_at, pair)
 
 
 class SubmitLock:
