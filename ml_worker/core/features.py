@@ -28,7 +28,7 @@ import os
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Literal, Protocol, runtime_checkable
+from typing import Any, Literal, NamedTuple, Protocol, runtime_checkable
 
 import numpy as np
 import torch
@@ -173,11 +173,15 @@ class LMFeaturizer:
                 if shared < self.min_shared_tokens:
                     alone.extend(rows)
                     continue
-                prefix = torch.tensor([ids[rows[0]][:shared]], dtype=torch.long)
+                prefix_ids = ids[rows[0]][:shared]
                 self.tokens_run += shared
-                cache = self._decoder(input_ids=prefix.to(self._device), use_cache=True).cache
+                run = self._decoder(
+                    input_ids=torch.tensor([prefix_ids], dtype=torch.long).to(self._device),
+                    use_cache=True,
+                )
                 self.forward_calls += 1
-                self._batches(out, rows, [ids[i][shared:] for i in rows], (cache, shared))
+                prefix = Prefix(run.cache, prefix_ids, run.last_hidden_state[0])
+                self._batches(out, rows, [ids[i][shared:] for i in rows], prefix)
             self._batches(out, alone, [ids[i] for i in alone], None)
         return out
 
@@ -196,7 +200,7 @@ class LMFeaturizer:
             self.model.train(was_training)
 
     def _batches(
-        self, out: Tensor, rows: list[int], tokens: list[list[int]], prefix: tuple[Any, int] | None
+        self, out: Tensor, rows: list[int], tokens: list[list[int]], prefix: Prefix | None
     ) -> None:
         """``out[rows[j]]`` from ``tokens[j]``, in length-sorted batches of ``batch_size``."""
         order = sorted(range(len(rows)), key=lambda j: len(tokens[j]))
@@ -204,10 +208,10 @@ class LMFeaturizer:
             chunk = order[start : start + self.batch_size]
             out[[rows[j] for j in chunk]] = self._forward([tokens[j] for j in chunk], prefix)
 
-    def _forward(self, rows: list[list[int]], prefix: tuple[Any, int] | None = None) -> Tensor:
-        """Padded forward of one batch -> ``[n, dim]`` last-token hidden states.
+    def _forward(self, rows: list[list[int]], prefix: Prefix | None = None) -> Tensor:
+        """Padded forward of one batch -> ``[n, dim]`` rows (`_read_rows`).
 
-        ``prefix``: (key/value cache of the tokens all ``rows`` continue, its length)."""
+        ``prefix``: the tokens all ``rows`` continue, already run (`Prefix`)."""
         device = self._device
         width = max(len(r) for r in rows)
         pad_id = self.tokenizer.pad_token_id
@@ -223,8 +227,8 @@ class LMFeaturizer:
         last = width - 1 - mask.flip(dims=[1]).argmax(dim=1)  # index of the last real token
         past = None
         if prefix is not None:
-            cache, shared = prefix
-            past = copy.deepcopy(cache)  # the forward appends to it
+            shared = len(prefix.ids)
+            past = copy.deepcopy(prefix.cache)  # the forward appends to it
             past.batch_repeat_interleave(len(rows))
             position_ids = position_ids + shared
             mask = torch.cat([torch.ones((len(rows), shared), dtype=torch.long), mask], dim=1)
@@ -237,7 +241,23 @@ class LMFeaturizer:
         ).last_hidden_state
         self.forward_calls += 1
         self.tokens_run += input_ids.numel()
-        return hidden[torch.arange(len(rows), device=device), last.to(device)].float().cpu()
+        return self._read_rows(hidden, last.to(device), rows, prefix)
+
+    def _read_rows(
+        self, hidden: Tensor, last: Tensor, rows: list[list[int]], prefix: Prefix | None
+    ) -> Tensor:
+        """A batch's output rows from its hidden states ``[n, width, hidden_size]``: the
+        last real token's (``last`` [n]). Subclasses may read more (e.g. token likelihoods)."""
+        return hidden[torch.arange(len(rows), device=hidden.device), last].float().cpu()
+
+
+class Prefix(NamedTuple):
+    """Tokens that every row of a batch continues, run once: their key/value ``cache``, their
+    token ``ids`` and their final ``hidden`` states ``[len(ids), hidden_size]``."""
+
+    cache: Any
+    ids: list[int]
+    hidden: Tensor
 
 
 def _shared_prefix(rows: list[list[int]]) -> int:
