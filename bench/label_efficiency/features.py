@@ -150,6 +150,12 @@ def write_pack(rows: Tensor, digest: str, P: int, C: int, path: Path = PACK) -> 
     PACK_SUM.write_text(f"{file_sha256(path)}  {path.name}\n")
 
 
+def read_pack_digest(path: Path = PACK) -> str:
+    """The pool digest the shipped file was computed for."""
+    with np.load(path) as data:
+        return str(data["pool_digest"])
+
+
 def read_pack(digest: str, path: Path = PACK) -> tuple[Tensor, Tensor]:
     """(features float32 [P, C, D], loglik [P, C, 3]) from the shipped file, after checking its
     sha256 and that it was computed for this pool."""

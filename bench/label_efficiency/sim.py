@@ -197,8 +197,39 @@ def run(
         win = exact_pair_win_probs(
             env.rewards[eval_idx], policy.probs(eval_idx), base_probs, temperature=env.temperature
         )
-        results.append({"labels": labels, "rounds": rounds, "win_rate": float(win.mean())})
+        results.append(
+            {
+                "labels": labels,
+                "rounds": rounds,
+                "win_rate": float(win.mean()),
+                "rm_top_accuracy": top_candidate_accuracy(env, trainer, policy, train_idx),
+            }
+        )
     return results
+
+
+#: How many of the policy's most likely candidates per prompt `top_candidate_accuracy` pairs.
+TOP_CANDIDATES = 4
+
+
+def top_candidate_accuracy(
+    env: PoolEnv, trainer: ENNTrainer, policy: PoolPolicy, prompt_idx: Tensor
+) -> float:
+    """The reward model's pairwise accuracy where it decides the policy's next step: on every
+    pair among each prompt's `TOP_CANDIDATES` most likely candidates under the current policy,
+    the share whose order by the reward model's point estimate matches the oracle's rewards
+    (pairs the oracle ties are left out; a reward-model tie counts as half right)."""
+    top = policy.probs(prompt_idx).topk(TOP_CANDIDATES, dim=-1).indices  # [N, k]
+    with torch.no_grad():
+        point = trainer.model.point(env.features[prompt_idx[:, None], top].flatten(0, 1))
+    point = point.reshape(top.shape)
+    truth = env.rewards[prompt_idx[:, None], top]
+    i, j = torch.triu_indices(TOP_CANDIDATES, TOP_CANDIDATES, offset=1)
+    true_sign = torch.sign(truth[:, i] - truth[:, j])
+    model_sign = torch.sign(point[:, i] - point[:, j])
+    scored = true_sign != 0
+    right = (model_sign == true_sign).float() + 0.5 * (model_sign == 0).float()
+    return float(right[scored].mean()) if scored.any() else float("nan")
 
 
 def judge_labels(
@@ -229,7 +260,15 @@ def judge_labels(
 
 
 def _new_policy(env: PoolEnv, hp: Hparams) -> PoolPolicy:
-    return PoolPolicy(env.pool, env.features, env.prompts, lr=hp.policy_lr, kl_coef=hp.kl_coef)
+    return PoolPolicy(
+        env.pool,
+        env.features,
+        env.prompts,
+        lr=hp.policy_lr,
+        kl_coef=hp.kl_coef,
+        base_logits=env.base_logits,
+        per_prompt=env.per_prompt,
+    )
 
 
 def _optimize(

@@ -5,7 +5,9 @@ For prompt p with candidates c = 0..C-1 and frozen features phi[p, c] in R^D,
     logits[p, c] = base_logits[p, c] + phi[p, c] . theta,     pi(c | p) = softmax_c(logits[p]).
 
 theta in R^D is shared across prompts, so what is learned on one prompt generalizes to others
-through the features. Initial policy: theta = 0, so pi = softmax(base_logits); with no
+through the features. With ``per_prompt=True`` the policy also learns a per-prompt logit offset
+``offset[p, c]`` (a table, added to the logits): the capacity to prefer any candidate of a prompt
+it trains on, whatever the features say (the benchmark's in-distribution setting). Initial policy: theta = 0, so pi = softmax(base_logits); with no
 `base_logits` that is the uniform distribution over each prompt's pool. Pass the initial LM's
 sequence log-probabilities of the candidates as `base_logits` to start from (the pool-restricted)
 initial LM instead. Pools may have different sizes: pad `features` to the largest C and the
@@ -54,6 +56,7 @@ class PoolPolicy:
         base_logits: Tensor | None = None,
         optimizer: str = "adam",
         save_pool: bool = True,
+        per_prompt: bool = False,
     ) -> None:
         """pool: [P][C_p] candidate texts; features: [P, C, D] (C = max C_p); prompts: [P].
 
@@ -81,9 +84,13 @@ class PoolPolicy:
         self.base_logits = base.masked_fill(~self.mask, 0.0)
         self.theta = torch.zeros(D, requires_grad=True)
         self.theta_ema = torch.zeros(D)
+        self.per_prompt = per_prompt
+        # [P, C] learned logit offsets, or [0] (none): a leaf either way, so saving is uniform.
+        self.offset = torch.zeros((P, C) if per_prompt else (0,), requires_grad=per_prompt)
+        self.offset_ema = torch.zeros_like(self.offset)
         self.lr, self.kl_coef, self.ema_decay, self.grad_clip = lr, kl_coef, ema_decay, grad_clip
         self.optimizer_name = optimizer
-        self.optimizer = _make_optimizer(optimizer, [self.theta], lr)
+        self.optimizer = _make_optimizer(optimizer, self._params(), lr)
         self.steps = 0
         self.save_pool = save_pool
         self.last_token_counts: list[int] = []  # the Policy protocol's; a pool decodes nothing
@@ -92,10 +99,16 @@ class PoolPolicy:
 
     # -- index-based core ----------------------------------------------------------------------
 
-    def logits(self, prompt_idx: Tensor, theta: Tensor | None = None) -> Tensor:
-        """prompt_idx: LongTensor[B] -> logits [B, C] (-inf on padded candidates)."""
-        theta = self.theta if theta is None else theta
+    def _params(self) -> list[Tensor]:
+        return [self.theta, self.offset] if self.per_prompt else [self.theta]
+
+    def logits(self, prompt_idx: Tensor, *, anchor: bool = False) -> Tensor:
+        """prompt_idx: LongTensor[B] -> logits [B, C] (-inf on padded candidates); with
+        ``anchor=True``, the EMA anchor's logits."""
+        theta, offset = (self.theta_ema, self.offset_ema) if anchor else (self.theta, self.offset)
         logits = self.base_logits[prompt_idx] + self.features[prompt_idx] @ theta
+        if self.per_prompt:
+            logits = logits + offset[prompt_idx]
         return logits.masked_fill(~self.mask[prompt_idx], float("-inf"))
 
     def probs(self, prompt_idx: Tensor) -> Tensor:
@@ -137,7 +150,7 @@ class PoolPolicy:
     def _kl(self, prompt_idx: Tensor) -> Tensor:
         mask = self.mask[prompt_idx]
         logp = torch.log_softmax(self.logits(prompt_idx), dim=-1)
-        logq = torch.log_softmax(self.logits(prompt_idx, self.theta_ema), dim=-1)
+        logq = torch.log_softmax(self.logits(prompt_idx, anchor=True), dim=-1)
         terms = logp.exp() * (logp - logq)
         return terms.masked_fill(~mask, 0.0).sum(dim=-1)
 
@@ -156,9 +169,9 @@ class PoolPolicy:
         kl = self._kl(torch.unique(prompt_idx)).mean()
         loss = pg_loss + self.kl_coef * kl
         loss.backward()
-        grad_norm = clip_grad_norm([self.theta], self.grad_clip)
+        grad_norm = clip_grad_norm(self._params(), self.grad_clip)
         self.optimizer.step()
-        ema_update_([self.theta_ema], [self.theta], self.ema_decay)
+        ema_update_([self.theta_ema, self.offset_ema], [self.theta, self.offset], self.ema_decay)
         self.steps += 1
         return {
             "loss": float(loss.detach()),
@@ -222,10 +235,13 @@ class PoolPolicy:
         include_pool = self.save_pool if include_pool is None else include_pool
         with write_dir_atomically(path) as tmp:
             tensors = {"theta": self.theta.detach(), "theta_ema": self.theta_ema}
+            if self.per_prompt:
+                tensors |= {"offset": self.offset.detach(), "offset_ema": self.offset_ema}
             state = self.optimizer.state_dict()
-            for key, value in state["state"].get(0, {}).items():
-                if isinstance(value, Tensor):
-                    tensors[f"optim.{key}"] = value.reshape(-1) if value.dim() == 0 else value
+            for index, prefix in enumerate(("optim.", "optim_offset.")):
+                for key, value in state["state"].get(index, {}).items():
+                    if isinstance(value, Tensor):
+                        tensors[f"{prefix}{key}"] = value.reshape(-1) if value.dim() == 0 else value
             if include_pool:
                 tensors |= {"features": self.features, "base_logits": self.base_logits}
             save_file({k: v.contiguous() for k, v in tensors.items()}, tmp / "policy.safetensors")
@@ -239,6 +255,7 @@ class PoolPolicy:
                 "steps": self.steps,
                 "include_pool": include_pool,
                 "dim": int(self.theta.shape[0]),
+                "per_prompt": self.per_prompt,
             }
             (tmp / "policy.json").write_text(json.dumps(config, indent=2))
             if include_pool:
@@ -273,16 +290,24 @@ class PoolPolicy:
             base_logits=base_logits,
             optimizer=config["optimizer"],
             save_pool=config["include_pool"],
+            per_prompt=config.get("per_prompt", False),
         )
         with torch.no_grad():
             policy.theta.copy_(tensors["theta"])
             policy.theta_ema.copy_(tensors["theta_ema"])
-        optim_state = {k[len("optim.") :]: v for k, v in tensors.items() if k.startswith("optim.")}
-        if optim_state:
-            if "step" in optim_state:
-                optim_state["step"] = optim_state["step"].reshape(())
+            if policy.per_prompt:
+                policy.offset.copy_(tensors["offset"])
+                policy.offset_ema.copy_(tensors["offset_ema"])
+        optim_states = {}
+        for index, prefix in enumerate(("optim.", "optim_offset.")):
+            found = {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}
+            if found:
+                if "step" in found:
+                    found["step"] = found["step"].reshape(())
+                optim_states[index] = found
+        if optim_states:
             state = policy.optimizer.state_dict()
-            state["state"] = {0: optim_state}
+            state["state"] = optim_states
             policy.optimizer.load_state_dict(state)
         policy.steps = config["steps"]
         return policy
