@@ -160,6 +160,8 @@ def test_power_law_fit_recovers_known_parameters():
 def test_cli_writes_results_and_resumes_from_its_run_cache(tmp_path, capsys):
     args = [
         "--synthetic",
+        "--env",
+        "held_out",
         "--no-tune",
         "--seeds",
         "2",
@@ -171,18 +173,21 @@ def test_cli_writes_results_and_resumes_from_its_run_cache(tmp_path, capsys):
         str(tmp_path),
     ]
     assert cli.main(args) == 0
-    results = json.loads((tmp_path / "results.json").read_text())
-    assert set(results["runs"]) == set(sim.ALGORITHMS)
+    out = tmp_path / "held_out"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["held_out"]  # only the env asked for
+    results = json.loads((out / "results.json").read_text())
+    assert set(results["runs"]) == set(cli.DEFAULT_ALGORITHMS)
     assert results["budgets"] == [16, 32]
     assert all(len(curves) == 2 for curves in results["runs"].values())
     for ext in ("png", "svg", "md"):
         name = "table.md" if ext == "md" else f"win_rate.{ext}"
-        assert (tmp_path / name).stat().st_size > 0
+        assert (out / name).stat().st_size > 0
     assert "offline" in capsys.readouterr().out
-    lines = (tmp_path / "runs.jsonl").read_text().splitlines()
+    lines = (out / "runs.jsonl").read_text().splitlines()
+    assert len(lines) == 2 * len(cli.DEFAULT_ALGORITHMS)  # one line per (algorithm, seed)
     assert cli.main(args) == 0  # every run comes from the cache: nothing appended
-    assert (tmp_path / "runs.jsonl").read_text().splitlines() == lines
-    again = json.loads((tmp_path / "results.json").read_text())
+    assert (out / "runs.jsonl").read_text().splitlines() == lines
+    again = json.loads((out / "results.json").read_text())
     assert again["runs"] == results["runs"]
     for name, fit in again["fit"].items():
         assert fit["b"] == pytest.approx(results["fit"][name]["b"], rel=1e-9, abs=1e-12)
@@ -191,23 +196,34 @@ def test_cli_writes_results_and_resumes_from_its_run_cache(tmp_path, capsys):
 
 def test_cli_runs_in_worker_processes_give_the_results_of_one_process(tmp_path):
     """--jobs 2 (spawned workers, one thread each) reproduces --jobs 1 exactly, tuning included."""
-    args = ["--synthetic", "--seeds", "2", "--min-labels", "16", "--max-labels", "32"]
+    args = ["--synthetic", "--env", "in_distribution", "--seeds", "2"]
+    args += ["--min-labels", "16", "--max-labels", "32"]
     args += ["--tune-max-labels", "16", "--algorithms", "offline,infomax"]
     assert cli.main([*args, "--jobs", "1", "--out", str(tmp_path / "one")]) == 0
     assert cli.main([*args, "--jobs", "2", "--out", str(tmp_path / "two")]) == 0
-    one, two = (json.loads((tmp_path / d / "results.json").read_text()) for d in ("one", "two"))
+    one, two = (
+        json.loads((tmp_path / d / "in_distribution" / "results.json").read_text())
+        for d in ("one", "two")
+    )
     assert two["runs"] == one["runs"]
     assert two["chosen"] == one["chosen"]
     assert two["tuning"]["grid"] == one["tuning"]["grid"]
-    assert len((tmp_path / "two" / "runs.jsonl").read_text().splitlines()) == 2 * 9 + 2 * 2
+    one_runs, two_runs = (
+        (tmp_path / d / "in_distribution" / "runs.jsonl").read_text().splitlines()
+        for d in ("one", "two")
+    )
+    assert len(two_runs) == len(one_runs)
+    # at least the starting grid of infomax on 2 seeds, then 2 seeds of each algorithm
+    assert len(two_runs) >= 2 * len(cli.tuning_grid("infomax", cli.start_window("infomax"))) + 4
 
 
 def test_the_command_line_entry_point_runs_jobs_in_worker_processes(tmp_path):
     """`python -m bench.label_efficiency --jobs 2`, as a user types it: the spawned workers must
     import the jobs' code from a module other than the package's `__main__`."""
     root = Path(__file__).resolve().parents[2]
-    args = ["--synthetic", "--seeds", "1", "--min-labels", "16", "--max-labels", "16"]
-    args += ["--no-tune", "--algorithms", "offline,online", "--jobs", "2", "--out", str(tmp_path)]
+    args = ["--synthetic", "--env", "reference_free", "--seeds", "1"]
+    args += ["--min-labels", "16", "--max-labels", "16", "--no-tune"]
+    args += ["--algorithms", "offline,online", "--jobs", "2", "--out", str(tmp_path)]
     proc = subprocess.run(
         [sys.executable, "-m", "bench.label_efficiency", *args],
         cwd=root,
@@ -216,7 +232,7 @@ def test_the_command_line_entry_point_runs_jobs_in_worker_processes(tmp_path):
         timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    results = json.loads((tmp_path / "results.json").read_text())
+    results = json.loads((tmp_path / "reference_free" / "results.json").read_text())
     assert set(results["runs"]) == {"offline", "online"}
 
 
