@@ -33,6 +33,7 @@ from annotator_ui.selectors import (
     campaigns_for_annotator,
     lease_with_pair,
 )
+from ml_worker.core.choice import Choice as AnswerChoice
 from rlhf_platform.accounts.services import (
     LoginRateLimited,
     client_ip,
@@ -145,6 +146,10 @@ def _timer_context(lease: Lease, *, expired: bool = False) -> dict[str, Any]:
     }
 
 
+#: The answer buttons and the shortcut list: (value, key, text), from the one definition.
+ANSWERS = [(c.value, c.key, c.label) for c in AnswerChoice]
+
+
 def _workspace_context(
     request: HttpRequest,
     campaign: Campaign,
@@ -159,6 +164,7 @@ def _workspace_context(
         "errors": errors or [],
         "label_url": reverse("annotator_ui:label", args=[campaign.pk]),
         "poll_seconds": POLL_SECONDS,
+        "choices": ANSWERS,
     }
     try:
         served = comparison_next(annotator=user, campaign_id=campaign.pk)
@@ -199,12 +205,6 @@ def _workspace_context(
             form=LabelForm(
                 initial={"idempotency_key": new_idempotency_key(lease), "rationale": rationale}
             ),
-            choices=[
-                ("A", "1", "A is better"),
-                ("B", "2", "B is better"),
-                (Choice.TIE.value, "3", "Tie"),
-                (Choice.BOTH_BAD.value, "0", "Both bad"),
-            ],
             **_timer_context(lease),
         )
     ctx["undo_label"] = last_undoable_label(annotator=user, campaign_id=campaign.pk)

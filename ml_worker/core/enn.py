@@ -38,6 +38,8 @@ import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 
+from ml_worker.core.choice import Choice
+
 __all__ = [
     "CHOICE_TARGETS",
     "ENNConfig",
@@ -53,8 +55,9 @@ CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 TRAINER_FILE = "trainer.pt"
 
-#: Label choice -> Bradley-Terry target for "A preferred". "both_bad" has no preference.
-CHOICE_TARGETS: dict[str, float | None] = {"A": 1.0, "B": 0.0, "tie": 0.5, "both_bad": None}
+#: Label choice -> Bradley-Terry target for "A preferred" (:attr:`Choice.target`): "both_bad"
+#: has no preference and no target.
+CHOICE_TARGETS: dict[str, float | None] = {c.value: c.target for c in Choice}
 
 Bootstrap = Literal["none", "exponential", "bernoulli"]
 
@@ -142,9 +145,7 @@ def choices_to_targets(choices: Sequence[str]) -> tuple[Tensor, Tensor]:
     targets = torch.empty(len(choices), dtype=torch.float32)
     mask = torch.empty(len(choices), dtype=torch.bool)
     for i, choice in enumerate(choices):
-        if choice not in CHOICE_TARGETS:
-            raise ValueError(f"unknown choice {choice!r}; expected one of {list(CHOICE_TARGETS)}")
-        target = CHOICE_TARGETS[choice]
+        target = Choice.parse(choice).target
         targets[i] = 0.5 if target is None else target
         mask[i] = target is not None
     return targets, mask

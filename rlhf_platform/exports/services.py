@@ -37,6 +37,7 @@ from typing import IO, Any
 
 from django.db import transaction
 
+from ml_worker.core.choice import DECISIVE, Choice
 from rlhf_platform.campaigns.models import Campaign
 from rlhf_platform.campaigns.services import (
     PairRow,
@@ -102,7 +103,7 @@ def _labels(campaign: Campaign, source: str):
 def preferences_count(*, campaign: Campaign, keep_ties: bool = False, source: str = "all") -> int:
     qs = _labels(campaign, source)
     if not keep_ties:
-        qs = qs.filter(choice__in=["A", "B"])
+        qs = qs.filter(choice__in=DECISIVE)
     return qs.count()
 
 
@@ -127,12 +128,12 @@ def preference_records(
         "comparison__prompt", "comparison__response_a", "comparison__response_b"
     )
     if not keep_ties:
-        qs = qs.filter(choice__in=["A", "B"])
+        qs = qs.filter(choice__in=DECISIVE)
     for label in qs.iterator(chunk_size=chunk_size):
         c = label.comparison
         a, b = c.response_a.text, c.response_b.text
-        decisive = label.choice in ("A", "B")
-        chosen, rejected = (b, a) if label.choice == "B" else (a, b)
+        decisive = Choice(label.choice).decisive
+        chosen, rejected = (b, a) if label.choice == Choice.B else (a, b)
         if form == "standard":
             prompt: Any = c.prompt.text
         else:

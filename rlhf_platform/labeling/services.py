@@ -18,6 +18,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from ml_worker.core.choice import Choice as AnswerChoice
 from rlhf_platform import limits
 from rlhf_platform.accounts.models import User
 from rlhf_platform.budgets.models import Budget, LedgerEntry
@@ -43,13 +44,6 @@ from rlhf_platform.labeling.selectors import get_lease_for_annotator
 from rlhf_platform.rounds import dispatch
 
 IDEMPOTENCY_KEY_MAX = 100
-# Shown-side answer -> stored answer when B was shown first.
-_UNSWAP = {
-    Choice.A: Choice.B,
-    Choice.B: Choice.A,
-    Choice.TIE: Choice.TIE,
-    Choice.BOTH_BAD: Choice.BOTH_BAD,
-}
 
 
 class NothingToLabel(NotFound):
@@ -339,7 +333,7 @@ def _label_submit_locked(
     comparison.labels_count += 1
     comparison.leased_count = max(0, comparison.leased_count - 1)
     comparison.state = _comparison_state(comparison)
-    stored_choice = _UNSWAP[Choice(choice)] if lease.swapped else Choice(choice)
+    stored_choice = Choice(AnswerChoice.from_shown(choice, swapped=lease.swapped).value)
     label = None
     if fast:
         pg.submit_close(lease, comparison, now)

@@ -37,7 +37,8 @@ from django.utils.dateparse import parse_datetime
 
 from ml_worker.core import learner, seeds
 from ml_worker.core.acquisition import distinct_responses, select_pairs
-from ml_worker.core.enn import CHOICE_TARGETS, ENNTrainer
+from ml_worker.core.choice import TRAINED, Choice
+from ml_worker.core.enn import ENNTrainer
 from ml_worker.core.evaluation import NoValidJudgmentsError, win_rate
 from ml_worker.core.judges.base import JudgeAuthError, JudgeConfigError, JudgeQuery, build_judge
 from ml_worker.core.update import reinforce_signals, unlabeled_signals
@@ -541,15 +542,12 @@ def round_judge(*, round_id: int, batch_size: int = seeds.JUDGE_BATCH) -> int:
     return retry
 
 
-_FLIP = {"A": "B", "B": "A", "tie": "tie"}
-
-
 @transaction.atomic
 def _record_judgment(comparison: Comparison, swapped: bool, result: Any, judge_name: str) -> None:
     attempt = comparison.judge_calls.count() + 1
     choice = result.choice if result.valid else None
     if choice is not None and swapped:
-        choice = _FLIP[choice]
+        choice = Choice(choice).swapped()
     prob_a = result.prob_a
     if prob_a is not None and swapped:
         prob_a = 1.0 - prob_a
@@ -635,8 +633,8 @@ def _is_last_round(campaign: Campaign, rnd: Round) -> bool:
 
 
 def _training_labels(labels) -> tuple[list[Label], torch.Tensor]:
-    kept = [lab for lab in labels if CHOICE_TARGETS.get(lab.choice) is not None]
-    return kept, torch.tensor([CHOICE_TARGETS[lab.choice] for lab in kept], dtype=torch.float32)
+    kept = [lab for lab in labels if Choice(lab.choice).target is not None]
+    return kept, torch.tensor([Choice(lab.choice).target for lab in kept], dtype=torch.float32)
 
 
 def _label_features(featurizer: Any, labels: list[Label]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -787,7 +785,7 @@ def _incremental_policy_step(
         .annotate(
             n=Count(
                 "labels",
-                filter=~Q(labels__choice="both_bad") & Q(labels__flagged_at__isnull=True),
+                filter=Q(labels__choice__in=TRAINED) & Q(labels__flagged_at__isnull=True),
             )
         )
         .filter(n__gt=0)
