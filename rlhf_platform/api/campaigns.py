@@ -44,11 +44,11 @@ from rlhf_platform.campaigns.services import (
     STATE_ACTIONS,
     campaign_add_member,
     campaign_create,
-    campaign_set_state,
     prompts_import,
 )
 from rlhf_platform.errors import InvalidInput
 from rlhf_platform.exports.services import prompts_import_file
+from rlhf_platform.insights.services import campaign_state_audited
 
 TAG = ["campaigns"]
 IMPORT_FORMATS = ["jsonl", "csv", "parquet"]
@@ -215,7 +215,9 @@ class CampaignStateApi(ApiView):
         campaign = get_campaign_for_user(request.user, campaign_id, manage=True)
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        campaign = campaign_set_state(campaign=campaign, action=serializer.validated_data["action"])
+        campaign = campaign_state_audited(
+            actor=request.user, campaign=campaign, action=serializer.validated_data["action"]
+        )
         return Response(self.OutputSerializer(campaign).data)
 
 
