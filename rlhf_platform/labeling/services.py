@@ -40,16 +40,16 @@ from rlhf_platform.labeling.models import (
     Lease,
     LeaseState,
 )
-from rlhf_platform.labeling.selectors import get_lease_for_annotator
+from rlhf_platform.labeling.selectors import (
+    ALL_BEING_WORKED_ON,
+    NOTHING_WAITING,
+    NothingToLabel,
+    comparisons_waiting_for,
+    get_lease_for_annotator,
+)
 from rlhf_platform.rounds import dispatch
 
 IDEMPOTENCY_KEY_MAX = 100
-
-
-class NothingToLabel(NotFound):
-    """No comparison is waiting for this annotator now (the next round may bring some)."""
-
-    code = "nothing_queued"
 
 
 # What lease_display reads: fetched with the lease, so serving a pair costs no extra queries.
@@ -141,29 +141,16 @@ def comparison_next(
         ).count()
         _check_outstanding(campaign.budget, outstanding)
 
-    # Both exclusions are bounded to this campaign (its comparisons are all there is to
-    # exclude), not to the annotator's whole history across campaigns.
-    seen = Lease.objects.filter(
-        annotator=annotator, campaign=campaign, state__in=[LeaseState.SUBMITTED, LeaseState.SKIPPED]
-    ).values("comparison_id")
     comparison = (
         # Only the comparison row is locked; its prompt and responses come in the same query
         # for the annotator's page (lease_display), read-only.
-        Comparison.objects.select_for_update(skip_locked=True, of=("self",))
+        comparisons_waiting_for(annotator, campaign)
+        .select_for_update(skip_locked=True, of=("self",))
         .select_related("prompt", "response_a", "response_b")
-        .filter(campaign=campaign, state=ComparisonState.QUEUED)
-        .filter(labels_count__lt=F("labels_required") - F("leased_count"))
-        .exclude(pk__in=seen)
-        .exclude(
-            pk__in=Label.objects.filter(annotator=annotator, campaign=campaign).values(
-                "comparison_id"
-            )
-        )
-        .order_by("-priority", "id")
         .first()
     )
     if comparison is None:
-        raise NothingToLabel(_NOTHING_WAITING)
+        raise NothingToLabel(NOTHING_WAITING)
     comparison.leased_count += 1
     comparison.state = _comparison_state(comparison)
     comparison.save(update_fields=["leased_count", "state", "updated_at"])
@@ -178,9 +165,6 @@ def comparison_next(
     return Served(lease=lease, created=True)
 
 
-_NOTHING_WAITING = "Nothing is waiting for you now; the next round is being prepared."
-
-
 def _check_may_lease(campaign_state: str, budget, annotator: User) -> None:
     if campaign_state != CampaignState.RUNNING:
         raise Conflict(
@@ -193,9 +177,7 @@ def _check_may_lease(campaign_state: str, budget, annotator: User) -> None:
 
 def _check_outstanding(budget, outstanding: int) -> None:
     if budget.labels_spent + outstanding >= budget.label_cap:
-        raise NothingToLabel(
-            "Every remaining label of the budget is being worked on; try again shortly."
-        )
+        raise NothingToLabel(ALL_BEING_WORKED_ON)
 
 
 def _comparison_next_pg(
@@ -225,7 +207,7 @@ def _comparison_next_pg(
         expires_at=now + dt.timedelta(seconds=seconds),
     )
     if lease is None:
-        raise NothingToLabel(_NOTHING_WAITING)
+        raise NothingToLabel(NOTHING_WAITING)
     return Served(lease=lease, created=True)
 
 

@@ -69,6 +69,12 @@
       if (undo && !undo.disabled && !ev.repeat) { ev.preventDefault(); undo.click(); }
       return;
     }
+    var next = document.getElementById("next-button");
+    if (next && (ev.key === "n" || ev.key === "N")) {
+      ev.preventDefault();
+      if (!ev.repeat && !next.disabled && now() >= guardUntil) next.click();
+      return;
+    }
     var form = document.getElementById("label-form");
     if (!form) return;
     var button = null;
