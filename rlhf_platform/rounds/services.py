@@ -44,7 +44,6 @@ from ml_worker.core.judges.base import JudgeAuthError, JudgeConfigError, JudgeQu
 from ml_worker.core.update import reinforce_signals, unlabeled_signals
 from rlhf_platform import limits
 from rlhf_platform.budgets.selectors import budget_status
-from rlhf_platform.budgets.services import budget_debit, budget_lock
 from rlhf_platform.campaigns.egress import judge_egress_policy
 from rlhf_platform.campaigns.models import (
     Algorithm,
@@ -64,12 +63,14 @@ from rlhf_platform.campaigns.models import (
 from rlhf_platform.errors import BudgetExhausted
 from rlhf_platform.labeling.models import (
     Comparison,
-    ComparisonState,
     JudgeCall,
     Label,
     LabelSource,
-    Lease,
-    LeaseState,
+)
+from rlhf_platform.labeling.services import (
+    comparison_hand_to_humans,
+    label_record,
+    leases_expire_with_comparisons,
 )
 from rlhf_platform.rounds import dispatch
 from rlhf_platform.rounds.state import (
@@ -531,11 +532,7 @@ def round_judge(*, round_id: int, batch_size: int = seeds.JUDGE_BATCH) -> int:
         for c in _needs_judge(round_id):
             attempts = c.judge_calls.count()
             if attempts >= settings.JUDGE_MAX_ATTEMPTS:
-                Comparison.objects.filter(pk=c.pk).update(
-                    judge_requested=False,
-                    labels_required=max(c.labels_required, 1),
-                    state=ComparisonState.QUEUED,
-                )
+                comparison_hand_to_humans(comparison_id=c.pk)
             else:
                 retry += 1
     round_try_close(round_id=round_id)
@@ -565,28 +562,19 @@ def _record_judgment(comparison: Comparison, swapped: bool, result: Any, judge_n
     )
     if not result.valid:
         return
-    budget = budget_lock(campaign_id=comparison.campaign_id)
-    label = Label.objects.create(
-        comparison=comparison,
-        campaign_id=comparison.campaign_id,
+    # The row lock a human submit of the same comparison (mixed feedback) also takes, so the
+    # state written from the counts below is current.
+    locked = Comparison.objects.select_for_update().get(pk=comparison.pk)
+    label_record(
+        comparison=locked,
         source=LabelSource.JUDGE,
-        judge_name=judge_name,
-        judge_prob_a=prob_a,
         choice=choice,
         shown_swapped=swapped,
         idempotency_key=f"judge:{comparison.pk}",
-    )
-    entry = budget_debit(
-        budget=budget,
-        source=LabelSource.JUDGE,
-        annotator_id=None,
-        label_id=label.pk,
+        judge_name=judge_name,
+        judge_prob_a=prob_a,
         tokens=result.tokens_in + result.tokens_out,
     )
-    Label.objects.filter(pk=label.pk).update(cost=entry.amount)
-    Comparison.objects.filter(
-        pk=comparison.pk, labels_count__gte=F("labels_required"), state=ComparisonState.QUEUED
-    ).update(state=ComparisonState.LABELED)
 
 
 def _complete_q() -> Q:
@@ -613,10 +601,7 @@ def round_try_close(*, round_id: int) -> str | None:
         return None
     with transaction.atomic():
         if open_ids:
-            Comparison.objects.filter(pk__in=open_ids).update(state=ComparisonState.EXPIRED)
-            Lease.objects.filter(comparison_id__in=open_ids, state=LeaseState.ACTIVE).update(
-                state=LeaseState.EXPIRED, closed_at=timezone.now()
-            )
+            leases_expire_with_comparisons(comparison_ids=open_ids, now=timezone.now())
         Round.objects.filter(pk=rnd.pk).update(leftovers=len(open_ids))
         state = _advance(rnd, token, RoundState.LEARNING)
         dispatch.step(rnd.pk)
