@@ -33,6 +33,8 @@ lint: venv
 	$(VENV)/bin/ruff format --check .
 	# Layering contracts ([tool.importlinter] in pyproject.toml; README "Architecture").
 	$(VENV)/bin/lint-imports
+	# Strict types on the ML core ([tool.mypy] in pyproject.toml).
+	$(VENV)/bin/mypy
 
 # pip-audit over requirements.lock: fails on a known vulnerability; when the vulnerability
 # service cannot be reached it prints a WARNING that the audit did not run (docs/security.md).
@@ -45,6 +47,7 @@ test: venv services
 	  $(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy
 	$(PY) scripts/audit_deps.py
 	# OMP_WAIT_POLICY=PASSIVE: torch threads must not spin while worker subprocesses and
 	# Chromium share the two cores (see ml_worker/__init__.py).

@@ -35,11 +35,18 @@ RUN_OPTIONS = ("backend", "path", "seed", "nudge", "policy_steps", "eval_prompts
 #: The LM options that also apply to the pool policy.
 POOL_OPTIONS = ("lr", "kl_coef", "ema_decay", "grad_clip")
 
-_INTS = ("seed", "policy_steps", "eval_prompts", "top_k", "max_new_tokens", "lora_r")
+_INTS: tuple[str, ...] = (
+    "seed",
+    "policy_steps",
+    "eval_prompts",
+    "top_k",
+    "max_new_tokens",
+    "lora_r",
+)
 _INTS += ("gen_batch_size", "train_batch_size")
 _NUMBERS = ("nudge", "temperature", "lr", "kl_coef", "ema_decay", "lora_alpha", "grad_clip")
 _STRINGS = ("backend", "path", "models_dir")
-_POSITIVE = ("policy_steps", "top_k", "max_new_tokens", "lora_r")
+_POSITIVE: tuple[str, ...] = ("policy_steps", "top_k", "max_new_tokens", "lora_r")
 _POSITIVE += ("gen_batch_size", "train_batch_size", "temperature", "lr")
 
 

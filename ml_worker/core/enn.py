@@ -31,7 +31,7 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -190,7 +190,7 @@ class ENNRewardModel(nn.Module):
 
     def initial(self, name: str) -> Tensor:
         """The initial value of trainable parameter ``name``."""
-        return getattr(self, f"init_{name}")
+        return cast(Tensor, getattr(self, f"init_{name}"))
 
     @torch.no_grad()
     def reset_to_initial(self) -> None:
@@ -206,7 +206,8 @@ class ENNRewardModel(nn.Module):
             raise ValueError(
                 f"features must be [N, {self.config.feature_dim}], got {tuple(features.shape)}"
             )
-        x = features.to(dtype=self.point_w0.dtype, device=self.point_w0.device)
+        ref = cast(Tensor, self.point_w0)
+        x = features.to(dtype=ref.dtype, device=ref.device)
         if self.config.normalize_features:
             x = F.layer_norm(x, (x.shape[1],))
         return x

@@ -28,7 +28,7 @@ import os
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any, Literal, NamedTuple, Protocol, runtime_checkable
+from typing import Any, Literal, NamedTuple, Protocol, cast, runtime_checkable
 
 import numpy as np
 import torch
@@ -143,7 +143,7 @@ class LMFeaturizer:
             {"role": "user", "content": prompt},
             {"role": "assistant", "content": response},
         ]
-        return self.tokenizer.apply_chat_template(messages, tokenize=False)
+        return cast(str, self.tokenizer.apply_chat_template(messages, tokenize=False))
 
     def tokenize(self, prompts: Sequence[str], responses: Sequence[str]) -> list[list[int]]:
         """Token ids per pair, left-truncated to ``max_length``."""
@@ -187,7 +187,7 @@ class LMFeaturizer:
 
     @property
     def _device(self) -> torch.device:
-        return next(self.model.parameters()).device
+        return cast(torch.device, next(self.model.parameters()).device)
 
     @contextlib.contextmanager
     def _inference(self) -> Iterator[None]:

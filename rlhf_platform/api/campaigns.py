@@ -51,13 +51,11 @@ from rlhf_platform.campaigns.services import (
     campaign_create,
     prompts_import,
 )
-from rlhf_platform.errors import InvalidInput
-from rlhf_platform.exports.services import prompts_import_file
+from rlhf_platform.exports.services import format_from_name, prompts_import_file
 from rlhf_platform.insights.services import campaign_state_audited
 
 TAG = ["campaigns"]
 IMPORT_FORMATS = ["jsonl", "csv", "parquet"]
-_EXTENSIONS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet"}
 
 
 def _as_output(names) -> dict[str, serializers.Field]:
@@ -341,15 +339,8 @@ class PromptImportApi(ApiView):
         serializer = self.FileInputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         upload = serializer.validated_data["file"]
-        fmt = serializer.validated_data.get("format")
-        if not fmt:
-            name = (upload.name or "").lower()
-            fmt = next((f for ext, f in _EXTENSIONS.items() if name.endswith(ext)), None)
-            if fmt is None:
-                raise InvalidInput(
-                    "Cannot tell the format from the file name; send format=jsonl, csv or parquet.",
-                    code="invalid_format",
-                )
+        # The same detection (and error) as every other import: one list of extensions.
+        fmt = format_from_name(upload.name or "", serializer.validated_data.get("format"))
         limits.check_import_size(upload.size)
         return upload.read(), fmt
 

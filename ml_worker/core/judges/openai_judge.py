@@ -112,7 +112,9 @@ class OpenAIJudge(ApiJudge):
             api_key=api_key,
             timeout=self.timeout_s,
             max_retries=0,
-            http_client=self._http,
+            # openai's annotation names the httpx2 fork's Client; it takes httpx's at runtime
+            # (its own default is one), and the judge tests run it against recorded answers.
+            http_client=self._http,  # type: ignore[arg-type]
         )
 
     CONFIG_KEYS = {

@@ -398,7 +398,7 @@ class OracleJudge:
         has_ref = [r is not None and bool(r.strip()) for r in refs]
         w = self.weights
 
-        ref_texts = [r for r, h in zip(refs, has_ref, strict=True) if h]
+        ref_texts = [r for r in refs if r is not None and r.strip()]  # the has_ref ones
         emb = self._embeddings(list(prompts) + list(responses) + ref_texts)
         e_prompt, e_resp = emb[:n], emb[n : 2 * n]
         empty = torch.tensor([not r.strip() for r in responses], dtype=torch.bool)

@@ -12,7 +12,7 @@ import contextlib
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -55,21 +55,21 @@ def check_triples(prompts: list[str], responses: list[str], signals: Tensor | No
 
 
 @torch.no_grad()
-def ema_update_(anchor: list[Tensor], current: list[Tensor], decay: float) -> None:
+def ema_update_(anchor: Sequence[Tensor], current: Sequence[Tensor], decay: float) -> None:
     """In place: anchor <- decay * anchor + (1 - decay) * current, tensor by tensor."""
     for a, c in zip(anchor, current, strict=True):
         a.mul_(decay).add_(c.detach().to(a.dtype), alpha=1.0 - decay)
 
 
-def clip_grad_norm(params: list[Tensor], max_norm: float | None) -> float:
+def clip_grad_norm(params: Sequence[Tensor], max_norm: float | None) -> float:
     """Clip the total gradient norm to `max_norm` (None: no clipping); return the norm before."""
-    grads = [p for p in params if p.grad is not None]
-    if not grads:
+    with_grads = [p for p in params if p.grad is not None]
+    if not with_grads:
         return 0.0
     if max_norm is None:
-        norm = torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in grads]))
-        return float(norm)
-    return float(torch.nn.utils.clip_grad_norm_(grads, max_norm))
+        norms = [p.grad.norm() for p in with_grads if p.grad is not None]
+        return float(torch.linalg.vector_norm(torch.stack(norms)))
+    return float(torch.nn.utils.clip_grad_norm_(with_grads, max_norm))
 
 
 @contextlib.contextmanager

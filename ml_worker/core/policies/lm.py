@@ -50,7 +50,7 @@ import shutil
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from peft import LoraConfig, get_peft_model
@@ -245,6 +245,9 @@ class LMPolicy:
             self.model = get_peft_model(model, lora)
         self.model.eval()
         self.base = self.model.get_base_model()
+        # transformers annotates generate() and get_decoder() loosely (a Tensor, a Module):
+        # the same model, typed Any where those are called.
+        self._model_any: Any = self.base
         self.trainable = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
         self.params = [p for _, p in self.trainable]
         self.anchor = [p.detach().clone() for p in self.params]
@@ -264,13 +267,16 @@ class LMPolicy:
         messages = [{"role": "user", "content": prompt}]
         if self.config["system_prompt"] is not None:
             messages.insert(0, {"role": "system", "content": self.config["system_prompt"]})
-        return self.tokenizer.apply_chat_template(
-            messages, tokenize=False, add_generation_prompt=True
+        return cast(
+            str,
+            self.tokenizer.apply_chat_template(
+                messages, tokenize=False, add_generation_prompt=True
+            ),
         )
 
     def encode_prompts(self, prompts: list[str]) -> list[list[int]]:
         texts = [self.format_prompt(p) for p in prompts]
-        return self.tokenizer(texts, add_special_tokens=False)["input_ids"]
+        return cast(list[list[int]], self.tokenizer(texts, add_special_tokens=False)["input_ids"])
 
     def encode_responses(self, responses: list[str]) -> list[list[int]]:
         ids = self.tokenizer(responses, add_special_tokens=False)["input_ids"] if responses else []
@@ -341,7 +347,7 @@ class LMPolicy:
                 if k > 1 and self.config["shared_prefill"]:
                     generated = self._generate_shared_prefill(input_ids, attention, k, gen_config)
                 else:
-                    generated = self.base.generate(
+                    generated = self._model_any.generate(
                         input_ids=input_ids, attention_mask=attention, generation_config=gen_config
                     )
                 texts, n_tokens = self._decode(generated[:, input_ids.shape[1] :].cpu())
@@ -373,11 +379,14 @@ class LMPolicy:
         cache.batch_repeat_interleave(k)
         single = copy.deepcopy(gen_config)
         single.num_return_sequences = 1
-        return self.base.generate(
-            input_ids=input_ids.repeat_interleave(k, dim=0),
-            attention_mask=attention.repeat_interleave(k, dim=0),
-            cache=cache,
-            generation_config=single,
+        return cast(
+            Tensor,
+            self._model_any.generate(
+                input_ids=input_ids.repeat_interleave(k, dim=0),
+                attention_mask=attention.repeat_interleave(k, dim=0),
+                cache=cache,
+                generation_config=single,
+            ),
         )
 
     @contextlib.contextmanager
@@ -386,7 +395,7 @@ class LMPolicy:
 
         The base weights are never modified, so repeated decoding cannot drift them.
         """
-        swaps: list[tuple[torch.nn.Module, str, torch.nn.Module]] = []
+        swaps: list[tuple[torch.nn.Module, str, Any]] = []
         with torch.no_grad():
             for name, module in list(self.base.named_modules()):
                 if not isinstance(module, LoraLayer):
@@ -400,7 +409,7 @@ class LMPolicy:
                     bias=base_layer.bias is not None,
                     device="meta",
                 )
-                weight = base_layer.weight + module.get_delta_weight(_ADAPTER).to(
+                weight = base_layer.weight + cast(Any, module).get_delta_weight(_ADAPTER).to(
                     base_layer.weight.dtype
                 )
                 merged.weight = torch.nn.Parameter(weight, requires_grad=False)
@@ -481,9 +490,9 @@ class LMPolicy:
         return seq_logp, kl, counts
 
     def _token_log_softmax(self, input_ids: Tensor, attention: Tensor, predicts: Tensor) -> Tensor:
-        hidden = self.base.get_decoder()(input_ids=input_ids, attention_mask=attention)
+        hidden = self._model_any.get_decoder()(input_ids=input_ids, attention_mask=attention)
         h = hidden.last_hidden_state[predicts]  # [T, H]
-        logits = self.base.get_output_embeddings()(h).float()  # [T, V]
+        logits = self._model_any.get_output_embeddings()(h).float()  # [T, V]
         return torch.log_softmax(logits, dim=-1)
 
     @contextlib.contextmanager
@@ -551,7 +560,7 @@ class LMPolicy:
         """
         path = Path(path)
         with write_dir_atomically(path) as tmp:
-            self.model.save_pretrained(tmp)  # adapter_config.json + adapter_model.safetensors
+            self.model.save_pretrained(str(tmp))  # adapter_config.json + adapter_model.safetensors
             anchor = {
                 n: a.cpu().contiguous()
                 for (n, _), a in zip(self.trainable, self.anchor, strict=True)
@@ -607,7 +616,7 @@ def _read_meta(path: Path) -> dict[str, Any]:
     meta_path = path / "policy.json"
     if not meta_path.is_file():
         raise FileNotFoundError(f"{path} is not a saved LMPolicy (no policy.json)")
-    meta = json.loads(meta_path.read_text())
+    meta: dict[str, Any] = json.loads(meta_path.read_text())
     if meta.get("format") != _FORMAT:
         raise ValueError(f"{path} is not a {_FORMAT} artifact")
     return meta
