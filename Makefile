@@ -31,6 +31,8 @@ services:
 lint: venv
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	# Layering contracts ([tool.importlinter] in pyproject.toml; README "Architecture").
+	$(VENV)/bin/lint-imports
 
 # pip-audit over requirements.lock: fails on a known vulnerability; when the vulnerability
 # service cannot be reached it prints a WARNING that the audit did not run (docs/security.md).
@@ -42,6 +44,7 @@ test: venv services
 	DATABASE_URL=$(TEST_DATABASE_URL) CELERY_BROKER_URL=$(TEST_BROKER_URL) \
 	  $(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/lint-imports
 	$(PY) scripts/audit_deps.py
 	# OMP_WAIT_POLICY=PASSIVE: torch threads must not spin while worker subprocesses and
 	# Chromium share the two cores (see ml_worker/__init__.py).

@@ -7,6 +7,7 @@ from annotator_ui import views
 app_name_patterns = [
     path("", views.home, name="home"),
     path("campaigns/<int:campaign_id>/label/", views.label_page, name="label"),
+    path("campaigns/<int:campaign_id>/label/next/", views.label_next_view, name="next"),
     path("leases/<int:lease_id>/label/", views.label_submit_view, name="submit"),
     path("leases/<int:lease_id>/skip/", views.lease_skip_view, name="skip"),
     path("labels/<int:label_id>/undo/", views.label_undo_view, name="undo"),

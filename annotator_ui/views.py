@@ -33,6 +33,7 @@ from annotator_ui.selectors import (
     campaigns_for_annotator,
     lease_with_pair,
 )
+from ml_worker.core.choice import Choice as AnswerChoice
 from rlhf_platform.accounts.services import (
     LoginRateLimited,
     client_ip,
@@ -52,13 +53,14 @@ from rlhf_platform.errors import (
 )
 from rlhf_platform.labeling.models import Choice, Lease
 from rlhf_platform.labeling.selectors import (
+    NothingToLabel,
     cut_off_at,
     get_label_for_annotator,
     get_lease_for_annotator,
+    labeling_status,
     lease_display,
 )
 from rlhf_platform.labeling.services import (
-    NothingToLabel,
     comparison_next,
     label_submit,
     label_undo,
@@ -73,7 +75,8 @@ PAUSED_POLL_SECONDS = 30
 HOME_POLL_SECONDS = 30
 
 # Workspace states (the ``data-state`` of ``#workspace``).
-LABELING, EMPTY, PAUSED, FINISHED, BUDGET, DAILY_CAP = (
+READY, LABELING, EMPTY, PAUSED, FINISHED, BUDGET, DAILY_CAP = (
+    "ready",
     "labeling",
     "empty",
     "paused",
@@ -145,44 +148,56 @@ def _timer_context(lease: Lease, *, expired: bool = False) -> dict[str, Any]:
     }
 
 
+#: The answer buttons and the shortcut list: (value, key, text), from the one definition.
+ANSWERS = [(c.value, c.key, c.label) for c in AnswerChoice]
+
+
 def _workspace_context(
     request: HttpRequest,
     campaign: Campaign,
     *,
+    lease: bool,
     errors: list[str] | None = None,
     rationale: str = "",
 ) -> dict[str, Any]:
-    """Lease the annotator's comparison (or find out why there is none) and describe it."""
+    """Describe the annotator's comparison, or why there is none.
+
+    ``lease``: lease one if the annotator holds none (``comparison_next``). Only a POST
+    leases; a GET (a visit, a reload, htmx's poll) reads the live lease, or offers the
+    "next pair" button when a comparison is waiting (``labeling_status``).
+    """
     user = request.user
     ctx: dict[str, Any] = {
         "campaign": campaign,
         "errors": errors or [],
         "label_url": reverse("annotator_ui:label", args=[campaign.pk]),
+        "next_url": reverse("annotator_ui:next", args=[campaign.pk]),
         "poll_seconds": POLL_SECONDS,
+        "choices": ANSWERS,
     }
+    current: Lease | None = None
+    refusal: ServiceError | None = None
     try:
-        served = comparison_next(annotator=user, campaign_id=campaign.pk)
-    except NothingToLabel as exc:
-        ctx.update(state=EMPTY, notice=exc.message)
-    except BudgetExhausted as exc:
-        ctx.update(state=DAILY_CAP if exc.code == "daily_cap_reached" else BUDGET)
-        ctx["notice"] = exc.message
-    except Conflict as exc:
-        if exc.code != "campaign_not_running":
-            raise
-        campaign.refresh_from_db(fields=["state"])
-        finished = campaign.state == CampaignState.FINISHED
-        ctx.update(state=FINISHED if finished else PAUSED, notice=exc.message)
-        if not finished:
-            ctx["poll_seconds"] = PAUSED_POLL_SECONDS
+        if lease:
+            current = lease_with_pair(
+                user, comparison_next(annotator=user, campaign_id=campaign.pk).lease.pk
+            )
+        else:
+            status = labeling_status(annotator=user, campaign_id=campaign.pk)
+            current, refusal = status.lease, status.refusal
+    except (NothingToLabel, BudgetExhausted, Conflict) as exc:
+        refusal = exc
     except NotFound:
         # The campaign is visible (owner, admin) but the user is not one of its annotators.
         raise Http404("You do not label in this campaign.") from None
+    if refusal is not None:
+        _refusal_context(ctx, refusal, campaign)
+    elif current is None:
+        ctx["state"] = READY
     else:
-        lease = lease_with_pair(user, served.lease.pk)
-        shown = lease_display(lease)
-        left, right = lease.comparison.response_a, lease.comparison.response_b
-        if lease.swapped:
+        shown = lease_display(current)
+        left, right = current.comparison.response_a, current.comparison.response_b
+        if current.swapped:
             left, right = right, left
         ctx.update(
             cut_a=cut_off_at(left, campaign.policy_config),
@@ -197,15 +212,9 @@ def _workspace_context(
             response_a_html=render_markdown(shown["response_a"]),
             response_b_html=render_markdown(shown["response_b"]),
             form=LabelForm(
-                initial={"idempotency_key": new_idempotency_key(lease), "rationale": rationale}
+                initial={"idempotency_key": new_idempotency_key(current), "rationale": rationale}
             ),
-            choices=[
-                ("A", "1", "A is better"),
-                ("B", "2", "B is better"),
-                (Choice.TIE.value, "3", "Tie"),
-                (Choice.BOTH_BAD.value, "0", "Both bad"),
-            ],
-            **_timer_context(lease),
+            **_timer_context(current),
         )
     ctx["undo_label"] = last_undoable_label(annotator=user, campaign_id=campaign.pk)
     ctx["undo_seconds"] = settings.LABEL_UNDO_SECONDS
@@ -215,10 +224,27 @@ def _workspace_context(
     return ctx
 
 
+def _refusal_context(ctx: dict[str, Any], exc: ServiceError, campaign: Campaign) -> None:
+    """The state that says why the annotator has no comparison now."""
+    if isinstance(exc, NothingToLabel):
+        ctx.update(state=EMPTY, notice=exc.message)
+    elif isinstance(exc, BudgetExhausted):
+        ctx.update(state=DAILY_CAP if exc.code == "daily_cap_reached" else BUDGET)
+        ctx["notice"] = exc.message
+    elif isinstance(exc, Conflict) and exc.code == "campaign_not_running":
+        campaign.refresh_from_db(fields=["state"])
+        finished = campaign.state == CampaignState.FINISHED
+        ctx.update(state=FINISHED if finished else PAUSED, notice=exc.message)
+        if not finished:
+            ctx["poll_seconds"] = PAUSED_POLL_SECONDS
+    else:
+        raise exc
+
+
 def _render_workspace(
-    request: HttpRequest, campaign: Campaign, *, status: int = 200, **kwargs: Any
+    request: HttpRequest, campaign: Campaign, *, lease: bool, status: int = 200, **kwargs: Any
 ) -> HttpResponse:
-    ctx = _workspace_context(request, campaign, **kwargs)
+    ctx = _workspace_context(request, campaign, lease=lease, **kwargs)
     if _is_partial(request):
         return render(request, "annotator_ui/_workspace.html", ctx, status=status)
     ctx["guidelines_html"] = render_markdown(campaign.guidelines) if campaign.guidelines else ""
@@ -226,9 +252,19 @@ def _render_workspace(
 
 
 def _next(request: HttpRequest, campaign: Campaign) -> HttpResponse:
-    """After an answer: htmx swaps in the next comparison; a plain post redirects to it."""
+    """After a POST (an answer, a skip, an undo, "next pair"): lease the next comparison.
+    htmx swaps it in; a plain post leases it and redirects to the page, whose GET shows it
+    (or says why there is none)."""
     if _is_partial(request):
-        return _render_workspace(request, campaign)
+        return _render_workspace(request, campaign, lease=True)
+    try:
+        comparison_next(annotator=request.user, campaign_id=campaign.pk)
+    except NothingToLabel:
+        pass  # the page's GET says so
+    except NotFound:
+        raise Http404("You do not label in this campaign.") from None
+    except ServiceError:
+        pass  # not running, budget spent: the page's GET says why
     return redirect("annotator_ui:label", campaign.pk, permanent=False)
 
 
@@ -255,13 +291,20 @@ def home(request: HttpRequest) -> HttpResponse:
 @annotator_view
 @require_GET
 def label_page(request: HttpRequest, campaign_id: int) -> HttpResponse:
-    """The labeling page: the annotator's leased comparison, or why there is none.
-
-    A reload serves the same live lease again (the service returns it), so the annotator
-    keeps their comparison. htmx polls this URL from the "nothing queued" state.
-    """
+    """The labeling page: the annotator's live lease, a "next pair" button when a comparison
+    is waiting, or why there is none. It leases nothing: a reload shows the same lease, and
+    htmx polls this URL from the "nothing queued" and "paused" states (every few seconds,
+    so a GET that leased would hand out comparisons to a page nobody looks at)."""
     campaign = _campaign_or_404(request, campaign_id)
-    return _render_workspace(request, campaign)
+    return _render_workspace(request, campaign, lease=False)
+
+
+@annotator_view
+@require_POST
+def label_next_view(request: HttpRequest, campaign_id: int) -> HttpResponse:
+    """Lease the next comparison (the "next pair" button)."""
+    campaign = _campaign_or_404(request, campaign_id)
+    return _next(request, campaign)
 
 
 @annotator_view
@@ -275,6 +318,7 @@ def label_submit_view(request: HttpRequest, lease_id: int) -> HttpResponse:
         return _render_workspace(
             request,
             campaign,
+            lease=True,
             status=400,
             errors=errors,
             # Never echo more than the limit back: a 1 MB rationale made an 11 MB page.
@@ -296,6 +340,7 @@ def label_submit_view(request: HttpRequest, lease_id: int) -> HttpResponse:
         return _render_workspace(
             request,
             campaign,
+            lease=True,
             status=400,
             errors=[exc.message],
             rationale=data["rationale"][: settings.RATIONALE_MAX_LENGTH],

@@ -17,6 +17,8 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from ml_worker.core.choice import Choice
+
 CLOSE = object()
 
 
@@ -135,7 +137,7 @@ class Adapter:
 
 
 def ours_adapter(campaign_id: int) -> Adapter:
-    choices = ("A", "B", "tie", "both_bad")
+    choices = tuple(c.value for c in Choice)
 
     def next_request():
         return "POST", f"/api/v1/campaigns/{campaign_id}/next/", None

@@ -24,11 +24,13 @@ from dataclasses import asdict, dataclass, field
 
 import requests
 
+from ml_worker.core.choice import Choice
+
 #: What a client may retry: the server or the network said "not now".
 RETRYABLE_STATUS = {429, 502, 503, 504}
 #: 409 codes on a submit that end that answer without an error: the lease is gone.
 LEASE_GONE = {"lease_expired", "lease_closed"}
-CHOICES = ["A", "B", "tie", "both_bad"]
+CHOICES = [c.value for c in Choice]
 
 
 @dataclass

@@ -29,14 +29,17 @@ import math
 import os
 import tempfile
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
+
+from ml_worker.core.choice import Choice
+from ml_worker.core.enn_config import ENNConfig
 
 __all__ = [
     "CHOICE_TARGETS",
@@ -53,78 +56,9 @@ CONFIG_FILE = "config.json"
 WEIGHTS_FILE = "model.safetensors"
 TRAINER_FILE = "trainer.pt"
 
-#: Label choice -> Bradley-Terry target for "A preferred". "both_bad" has no preference.
-CHOICE_TARGETS: dict[str, float | None] = {"A": 1.0, "B": 0.0, "tie": 0.5, "both_bad": None}
-
-Bootstrap = Literal["none", "exponential", "bernoulli"]
-
-
-@dataclass
-class ENNConfig:
-    """Configuration of the ENN reward model and its trainer (JSON-serializable).
-
-    The default widths keep 100 particles plus a 1024-wide point head at about 5-6% of
-    SmolLM2-135M (576-wide features). The papers' widths (prior 2 x 256, differential
-    2 x 1024) are meant for a 9B backbone.
-    """
-
-    feature_dim: int
-    num_particles: int = 100
-    prior_hidden: tuple[int, ...] = (32, 32)
-    diff_hidden: tuple[int, ...] = (64, 64)
-    point_hidden: tuple[int, ...] = (1024, 1024)
-    prior_scale: float = 1.0
-    normalize_features: bool = True
-    #: Weight of ``sum((theta - theta_0) ** 2)`` per head (point head, each particle).
-    l2_weight: float = 1e-3
-    #: Adam learning rate of the particles' differential MLPs.
-    lr: float = 1e-3
-    #: Adam learning rate of the point head. Smaller than ``lr`` because the point head is
-    #: 16x wider: with Adam each weight moves by about ``lr`` per step, so the output moves
-    #: in proportion to the width.
-    point_lr: float = 1e-4
-    #: Adam updates per ``step`` call (one per round in the paper's online setting).
-    gradient_steps: int = 1
-    #: Per-particle bootstrap weights on each label, drawn once when the label arrives.
-    bootstrap: Bootstrap = "none"
-    bootstrap_prob: float = 0.5
-    #: Replay buffer capacity (labels) and how many old labels join each step. The buffer is
-    #: saved with every trainer version: 1024 labels of 576-wide features take 4.7 MB.
-    replay_size: int = 1024
-    replay_batch: int = 64
-    #: From-scratch refit (offline / periodic algorithms).
-    refit_epochs: int = 20
-    refit_batch_size: int = 128
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        self.prior_hidden = tuple(int(h) for h in self.prior_hidden)
-        self.diff_hidden = tuple(int(h) for h in self.diff_hidden)
-        self.point_hidden = tuple(int(h) for h in self.point_hidden)
-        if self.feature_dim < 1:
-            raise ValueError(f"feature_dim must be >= 1, got {self.feature_dim}")
-        if self.num_particles < 1:
-            raise ValueError(f"num_particles must be >= 1, got {self.num_particles}")
-        if self.bootstrap not in ("none", "exponential", "bernoulli"):
-            raise ValueError(f"unknown bootstrap {self.bootstrap!r}")
-        if not 0.0 < self.bootstrap_prob <= 1.0:
-            raise ValueError(f"bootstrap_prob must be in (0, 1], got {self.bootstrap_prob}")
-        if self.replay_size < 0 or self.replay_batch < 0:
-            raise ValueError("replay_size and replay_batch must be >= 0")
-        if self.gradient_steps < 1:
-            raise ValueError("gradient_steps must be >= 1")
-
-    def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2, sort_keys=True)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> ENNConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"unknown ENNConfig fields: {sorted(unknown)}")
-        return cls(**data)
-
+#: Label choice -> Bradley-Terry target for "A preferred" (:attr:`Choice.target`): "both_bad"
+#: has no preference and no target.
+CHOICE_TARGETS: dict[str, float | None] = {c.value: c.target for c in Choice}
 
 # --------------------------------------------------------------------------------------------
 # Labels and loss
@@ -142,9 +76,7 @@ def choices_to_targets(choices: Sequence[str]) -> tuple[Tensor, Tensor]:
     targets = torch.empty(len(choices), dtype=torch.float32)
     mask = torch.empty(len(choices), dtype=torch.bool)
     for i, choice in enumerate(choices):
-        if choice not in CHOICE_TARGETS:
-            raise ValueError(f"unknown choice {choice!r}; expected one of {list(CHOICE_TARGETS)}")
-        target = CHOICE_TARGETS[choice]
+        target = Choice.parse(choice).target
         targets[i] = 0.5 if target is None else target
         mask[i] = target is not None
     return targets, mask

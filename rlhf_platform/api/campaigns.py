@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 from django.conf import settings
 from drf_spectacular.utils import (
     OpenApiResponse,
@@ -26,9 +28,12 @@ from rlhf_platform.api.common import (
 )
 from rlhf_platform.api.permissions import require_researcher
 from rlhf_platform.budgets.selectors import budget_status
-from rlhf_platform.campaigns.definition import CampaignDefinition
+from rlhf_platform.campaigns.definition import (
+    BUDGET_FIELDS,
+    CAMPAIGN_SETTINGS,
+    CampaignDefinition,
+)
 from rlhf_platform.campaigns.models import (
-    AcquisitionRule,
     Algorithm,
     Campaign,
     CampaignState,
@@ -44,48 +49,53 @@ from rlhf_platform.campaigns.services import (
     STATE_ACTIONS,
     campaign_add_member,
     campaign_create,
-    campaign_set_state,
     prompts_import,
 )
 from rlhf_platform.errors import InvalidInput
 from rlhf_platform.exports.services import prompts_import_file
+from rlhf_platform.insights.services import campaign_state_audited
 
 TAG = ["campaigns"]
 IMPORT_FORMATS = ["jsonl", "csv", "parquet"]
 _EXTENSIONS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet"}
 
 
-@extend_schema_serializer(component_name="CampaignDetail")
-class CampaignDetailOutputSerializer(serializers.Serializer):
-    """A campaign as its detail page and its creation return it."""
+def _as_output(names) -> dict[str, serializers.Field]:
+    """The one definition's fields (``CampaignDefinition``), as always-present output fields:
+    a setting the API accepts is a setting it returns."""
+    out = {}
+    for name in names:
+        field = copy.deepcopy(CampaignDefinition._declared_fields[name])
+        field.required = True
+        out[name] = field
+    return out
 
-    @extend_schema_serializer(component_name="CampaignBudgetConfig")
-    class BudgetSerializer(serializers.Serializer):
-        label_cap = serializers.IntegerField(allow_null=True)
-        cost_cap = serializers.DecimalField(max_digits=12, decimal_places=4, allow_null=True)
-        annotator_daily_cap = serializers.IntegerField(allow_null=True)
-        human_label_cost = serializers.DecimalField(max_digits=12, decimal_places=6)
-        judge_call_cost = serializers.DecimalField(max_digits=12, decimal_places=6)
 
-    id = serializers.IntegerField()
-    name = serializers.CharField()
-    description = serializers.CharField()
-    guidelines = serializers.CharField()
-    owner = serializers.CharField(source="owner.username")
-    state = serializers.ChoiceField(choices=CampaignState.choices)
-    algorithm = serializers.ChoiceField(choices=Algorithm.choices)
-    feedback_mode = serializers.ChoiceField(choices=FeedbackMode.choices)
-    acquisition_rule = serializers.ChoiceField(choices=AcquisitionRule.choices)
-    prompts_per_round = serializers.IntegerField()
-    responses_per_prompt = serializers.IntegerField()
-    labels_per_comparison = serializers.IntegerField()
-    seed = serializers.IntegerField()
-    judge_config = serializers.DictField()
-    policy_config = serializers.DictField()
-    reward_config = serializers.DictField()
-    budget = BudgetSerializer()
-    created_at = serializers.DateTimeField()
-    updated_at = serializers.DateTimeField()
+CampaignBudgetOutputSerializer = extend_schema_serializer(component_name="CampaignBudgetConfig")(
+    type(
+        "CampaignBudgetOutputSerializer",
+        (serializers.Serializer,),
+        {"__doc__": "A campaign's budget settings.", **_as_output(BUDGET_FIELDS)},
+    )
+)
+
+CampaignDetailOutputSerializer = extend_schema_serializer(component_name="CampaignDetail")(
+    type(
+        "CampaignDetailOutputSerializer",
+        (serializers.Serializer,),
+        {
+            "__doc__": "A campaign as its detail page and its creation return it: every "
+            "setting of the one definition, the budget's under ``budget``.",
+            "id": serializers.IntegerField(),
+            "owner": serializers.CharField(source="owner.username"),
+            "state": serializers.ChoiceField(choices=CampaignState.choices),
+            **_as_output(CAMPAIGN_SETTINGS),
+            "budget": CampaignBudgetOutputSerializer(),
+            "created_at": serializers.DateTimeField(),
+            "updated_at": serializers.DateTimeField(),
+        },
+    )
+)
 
 
 class CampaignListCreateApi(ApiView):
@@ -215,7 +225,9 @@ class CampaignStateApi(ApiView):
         campaign = get_campaign_for_user(request.user, campaign_id, manage=True)
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
-        campaign = campaign_set_state(campaign=campaign, action=serializer.validated_data["action"])
+        campaign = campaign_state_audited(
+            actor=request.user, campaign=campaign, action=serializer.validated_data["action"]
+        )
         return Response(self.OutputSerializer(campaign).data)
 
 

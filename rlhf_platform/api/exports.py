@@ -4,10 +4,10 @@ and ``docs/research.md``."""
 
 from __future__ import annotations
 
-import io
+from collections.abc import Iterator
 
 from django.conf import settings
-from django.http import HttpResponse
+from django.http import HttpResponse, StreamingHttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiParameter,
@@ -36,8 +36,12 @@ from rlhf_platform.exports import services
 TAG = ["exports"]
 
 
-def _download(data: bytes, fmt: str, filename: str) -> HttpResponse:
-    response = HttpResponse(data, content_type=services.CONTENT_TYPES[fmt])
+def _download(chunks: Iterator[bytes], fmt: str, filename: str) -> StreamingHttpResponse:
+    """Stream the file: rows are read from the database in chunks (``iterator(chunk_size)``)
+    and sent as they are written, so neither the server nor the response holds the whole
+    file (a campaign's export can be gigabytes). The row count was checked before (409
+    ``nothing_to_export``); an error mid-stream ends the download early."""
+    response = StreamingHttpResponse(chunks, content_type=services.CONTENT_TYPES[fmt])
     response["Content-Disposition"] = f'attachment; filename="{filename}"'
     return response
 
@@ -102,14 +106,12 @@ class PreferenceExportApi(ApiView):
             services.preferences_count(campaign=campaign, keep_ties=keep, source=source),
             "preference labels",
         )
-        out = io.BytesIO()
-        services.write_jsonl(
-            services.preference_records(
-                campaign=campaign, form=form, keep_ties=keep, source=source
-            ),
-            out,
+        rows = services.preference_records(
+            campaign=campaign, form=form, keep_ties=keep, source=source
         )
-        return _download(out.getvalue(), "jsonl", f"campaign-{campaign.pk}-preferences.jsonl")
+        return _download(
+            services.iter_jsonl(rows), "jsonl", f"campaign-{campaign.pk}-preferences.jsonl"
+        )
 
 
 class LabelExportApi(ApiView):
@@ -139,9 +141,8 @@ class LabelExportApi(ApiView):
         fmt = _choice(request, "file_format", services.LABEL_FORMATS, "jsonl")
         source = _choice(request, "source", services.LABEL_SOURCES, "all")
         services.require_rows(services.labels_count(campaign=campaign, source=source), "labels")
-        out = io.BytesIO()
-        services.write_labels(services.label_records(campaign=campaign, source=source), out, fmt)
-        return _download(out.getvalue(), fmt, f"campaign-{campaign.pk}-labels.{fmt}")
+        chunks = services.iter_labels(services.label_records(campaign=campaign, source=source), fmt)
+        return _download(chunks, fmt, f"campaign-{campaign.pk}-labels.{fmt}")
 
 
 class _FileImportApi(ApiView):

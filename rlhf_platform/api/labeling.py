@@ -163,7 +163,8 @@ class LabelSubmitApi(ApiView):
         choice = enum_string_field(
             Choice.values,
             help_text='"A": the response shown first is better; "B": the one shown second; '
-            '"tie"; "both_bad".',
+            '"tie": equally good (a half win each way); "both_bad": neither is acceptable (kept, '
+            "but not trained on; docs/choice.md).",
         )
         idempotency_key = IdempotencyKeyField(
             trim_whitespace=False,

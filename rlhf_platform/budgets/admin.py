@@ -1,6 +1,7 @@
 from django.contrib import admin
 
 from rlhf_platform.budgets.models import Budget, LedgerEntry
+from rlhf_platform.insights.services import CAP_FIELDS
 
 
 @admin.register(Budget)
@@ -13,7 +14,11 @@ class BudgetAdmin(admin.ModelAdmin):
         "cost_spent",
         "annotator_daily_cap",
     )
-    readonly_fields = ("labels_spent", "cost_spent")
+    # Caps change on the campaign's budget page, whose service writes the audit entry.
+    readonly_fields = ("labels_spent", "cost_spent", *CAP_FIELDS)
+
+    def has_add_permission(self, request) -> bool:
+        return False  # a budget is created with its campaign
 
 
 @admin.register(LedgerEntry)

@@ -13,7 +13,13 @@ from rlhf_platform.campaigns.models import (
     Response,
     Round,
 )
-from rlhf_platform.errors import InvalidInput
+from rlhf_platform.campaigns.services import STATE_ACTIONS
+from rlhf_platform.errors import InvalidInput, ServiceError
+from rlhf_platform.insights.services import CAP_FIELDS, campaign_state_audited
+
+# A campaign's state and caps change only through the services that write the audit entry
+# (docs/operations.md): the admin shows them read-only once the campaign exists, changes the
+# state with the actions below and sends caps to the budget page.
 
 
 class MembershipInline(admin.TabularInline):
@@ -26,6 +32,27 @@ class BudgetInline(admin.StackedInline):
     model = Budget
     can_delete = False
     readonly_fields = ("labels_spent", "cost_spent")
+
+    def get_readonly_fields(self, request, obj=None):
+        # Caps are set when the campaign is created; later changes go through the budget
+        # page (insights: budget_change_caps), which writes the audit entry.
+        return (*self.readonly_fields, *CAP_FIELDS) if obj is not None else self.readonly_fields
+
+
+def _state_action(action: str):
+    def change_state(modeladmin, request, queryset):
+        for campaign in queryset:
+            try:
+                campaign = campaign_state_audited(
+                    actor=request.user, campaign=campaign, action=action
+                )
+            except ServiceError as exc:
+                modeladmin.message_user(request, f"{campaign}: {exc.message}", messages.WARNING)
+            else:
+                modeladmin.message_user(request, f"{campaign} is {campaign.state}")
+
+    change_state.__name__ = f"{action}_campaigns"
+    return admin.action(description=f"{action.capitalize()} the selected campaigns")(change_state)
 
 
 class CampaignAdminForm(forms.ModelForm):
@@ -67,6 +94,9 @@ class CampaignAdmin(admin.ModelAdmin):
     search_fields = ("name", "description")
     inlines = (BudgetInline, MembershipInline)
     autocomplete_fields = ("owner",)
+    # New campaigns start as drafts; the actions change the state through the audited service.
+    readonly_fields = ("state",)
+    actions = tuple(_state_action(action) for action in STATE_ACTIONS)
 
 
 @admin.register(Membership)

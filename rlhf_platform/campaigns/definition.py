@@ -13,6 +13,7 @@ from typing import Any
 
 from rest_framework import serializers
 
+from ml_worker.core.campaign_config import policy_config_problem, reward_config_problem
 from rlhf_platform import limits
 from rlhf_platform.campaigns.models import AcquisitionRule, Algorithm, FeedbackMode
 
@@ -118,6 +119,18 @@ class CampaignDefinition(serializers.Serializer):
         max_digits=14, decimal_places=10, min_value=0, required=False
     )
 
+    def validate_policy_config(self, value: dict[str, Any]) -> dict[str, Any]:
+        problem = policy_config_problem(value)
+        if problem:
+            raise serializers.ValidationError(problem)
+        return value
+
+    def validate_reward_config(self, value: dict[str, Any]) -> dict[str, Any]:
+        problem = reward_config_problem(value)
+        if problem:
+            raise serializers.ValidationError(problem)
+        return value
+
     def validate(self, attrs: dict[str, Any]) -> dict[str, Any]:
         problems = judge_problems(
             attrs.get("feedback_mode", FeedbackMode.HUMAN),
@@ -127,6 +140,14 @@ class CampaignDefinition(serializers.Serializer):
         if problems:
             raise serializers.ValidationError(problems)
         return attrs
+
+
+#: The campaign's own settings (the model's fields), in definition order; the rest of the
+#: definition is the budget (:data:`BUDGET_FIELDS`).
+CAMPAIGN_SETTINGS = tuple(n for n in CampaignDefinition._declared_fields if n not in BUDGET_FIELDS)
+#: Every setting of the definition: what the API accepts, a spec file holds (budget ones
+#: under ``budget:``) and ``campaign_create`` takes.
+DEFINITION_FIELDS = tuple(CampaignDefinition._declared_fields)
 
 
 def judge_problems(mode: str, judge: dict[str, Any], share: float | None) -> dict[str, list[str]]:

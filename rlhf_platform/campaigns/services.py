@@ -11,7 +11,6 @@ import math
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import Any
 
 from django.conf import settings
@@ -19,9 +18,11 @@ from django.db import transaction
 from django.db.models import F
 from django.utils import timezone
 
+from ml_worker.core.campaign_config import policy_config_problem, reward_config_problem
 from rlhf_platform import limits
 from rlhf_platform.accounts.models import User
 from rlhf_platform.budgets.models import Budget
+from rlhf_platform.campaigns.definition import BUDGET_FIELDS, DEFINITION_FIELDS
 from rlhf_platform.campaigns.egress import judge_config_check
 from rlhf_platform.campaigns.models import (
     AcquisitionRule,
@@ -50,19 +51,19 @@ STATE_ACTIONS: dict[str, tuple[tuple[str, ...], str]] = {
 
 
 @transaction.atomic
-def campaign_create(
-    *,
-    owner: User,
-    name: str,
-    label_cap: int | None = None,
-    cost_cap: Decimal | None = None,
-    annotator_daily_cap: int | None = None,
-    human_label_cost: Decimal = Decimal("0"),
-    judge_call_cost: Decimal = Decimal("0"),
-    judge_token_cost: Decimal = Decimal("0"),
-    **fields: Any,
-) -> Campaign:
-    """Create a campaign in the draft state, with its budget."""
+def campaign_create(*, owner: User, name: str, **values: Any) -> Campaign:
+    """Create a campaign in the draft state, with its budget.
+
+    ``values``: any field of the one definition
+    (:data:`~rlhf_platform.campaigns.definition.DEFINITION_FIELDS`: the campaign's own and
+    its budget's); omitted ones take the models' defaults. Callers from outside (API, spec,
+    page) validate with :func:`~rlhf_platform.campaigns.definition.campaign_validate` first.
+    """
+    unknown = sorted(set(values) - set(DEFINITION_FIELDS))
+    if unknown:  # a caller's bug, not a user's input: the definition is the list
+        raise TypeError(f"campaign_create() got unknown setting(s) {unknown}")
+    budget = {k: values[k] for k in BUDGET_FIELDS if k in values}
+    fields = {k: v for k, v in values.items() if k not in BUDGET_FIELDS}
     if not owner.is_researcher:
         raise PermissionDenied("Only researchers and admins create campaigns.")
     problem = limits.value_problem({"name": name, **fields})
@@ -71,18 +72,18 @@ def campaign_create(
     if Campaign.objects.filter(name=name).exists():
         raise Conflict(f"A campaign named {name!r} exists already.", code="name_taken")
     judge_config_check(fields.get("judge_config"))
+    # Checked here too for callers without the definition's serializer (the admin's form).
+    for key, check in (
+        ("policy_config", policy_config_problem),
+        ("reward_config", reward_config_problem),
+    ):
+        problem = check(fields.get(key) or {})
+        if problem:
+            raise InvalidInput(problem, code=f"invalid_{key}")
     campaign = Campaign(owner=owner, name=name, **fields)
     campaign.full_clean()
     campaign.save()
-    Budget.objects.create(
-        campaign=campaign,
-        label_cap=label_cap,
-        cost_cap=cost_cap,
-        annotator_daily_cap=annotator_daily_cap,
-        human_label_cost=human_label_cost,
-        judge_call_cost=judge_call_cost,
-        judge_token_cost=judge_token_cost,
-    )
+    Budget.objects.create(campaign=campaign, **budget)
     return campaign
 
 

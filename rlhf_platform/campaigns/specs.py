@@ -25,10 +25,10 @@ from rlhf_platform.campaigns.models import Campaign
 from rlhf_platform.campaigns.services import (
     campaign_add_member,
     campaign_create,
-    campaign_set_state,
     prompts_import,
 )
 from rlhf_platform.errors import InvalidInput
+from rlhf_platform.insights.services import campaign_state_audited
 
 # A spec file's keys are the one definition's fields: the budget ones under ``budget:``.
 CAMPAIGN_KEYS = set(CampaignDefinition().fields) - set(BUDGET_FIELDS)
@@ -103,5 +103,5 @@ def campaign_create_from_spec(
             raise _invalid(f"members: no user named {username!r}")
         campaign_add_member(campaign=campaign, user=member)
     if start or spec.get("start"):
-        campaign = campaign_set_state(campaign=campaign, action="start")
+        campaign = campaign_state_audited(actor=owner, campaign=campaign, action="start")
     return campaign, imported

@@ -37,6 +37,7 @@ from typing import IO, Any
 
 from django.db import transaction
 
+from ml_worker.core.choice import DECISIVE, Choice
 from rlhf_platform.campaigns.models import Campaign
 from rlhf_platform.campaigns.services import (
     PairRow,
@@ -102,7 +103,7 @@ def _labels(campaign: Campaign, source: str):
 def preferences_count(*, campaign: Campaign, keep_ties: bool = False, source: str = "all") -> int:
     qs = _labels(campaign, source)
     if not keep_ties:
-        qs = qs.filter(choice__in=["A", "B"])
+        qs = qs.filter(choice__in=DECISIVE)
     return qs.count()
 
 
@@ -127,12 +128,12 @@ def preference_records(
         "comparison__prompt", "comparison__response_a", "comparison__response_b"
     )
     if not keep_ties:
-        qs = qs.filter(choice__in=["A", "B"])
+        qs = qs.filter(choice__in=DECISIVE)
     for label in qs.iterator(chunk_size=chunk_size):
         c = label.comparison
         a, b = c.response_a.text, c.response_b.text
-        decisive = label.choice in ("A", "B")
-        chosen, rejected = (b, a) if label.choice == "B" else (a, b)
+        decisive = Choice(label.choice).decisive
+        chosen, rejected = (b, a) if label.choice == Choice.B else (a, b)
         if form == "standard":
             prompt: Any = c.prompt.text
         else:
@@ -149,13 +150,68 @@ def preference_records(
         yield row
 
 
-def write_jsonl(rows: Iterable[dict[str, Any]], out: IO[bytes], progress: Progress = None) -> int:
-    n = 0
+# Bytes handed on at a time by the streaming writers: big enough that a response is a few
+# hundred writes, not one per row, small enough that memory stays flat (the labels' query
+# streams in chunks of 1,000 rows; a Parquet row group is 1,000 rows).
+STREAM_CHUNK_BYTES = 64 * 1024
+
+
+class _Sink(io.RawIOBase):
+    """A write-only file that keeps what was written until :meth:`take` hands it on, so the
+    push-style writers (csv, pyarrow) can feed a generator."""
+
+    def __init__(self) -> None:
+        self._parts: list[bytes] = []
+        self.size = 0  # bytes waiting
+        self.pos = 0  # bytes written in all
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data) -> int:
+        data = bytes(data)
+        self._parts.append(data)
+        self.size += len(data)
+        self.pos += len(data)
+        return len(data)
+
+    def tell(self) -> int:
+        return self.pos
+
+    def take(self) -> bytes:
+        data = b"".join(self._parts)
+        self._parts, self.size = [], 0
+        return data
+
+
+def iter_jsonl(rows: Iterable[dict[str, Any]], progress: Progress = None) -> Iterator[bytes]:
+    """JSON Lines, as chunks of about :data:`STREAM_CHUNK_BYTES`."""
+    parts: list[bytes] = []
+    size = 0
     for row in rows:
-        out.write(json.dumps(row, ensure_ascii=False).encode() + b"\n")
-        n += 1
+        line = json.dumps(row, ensure_ascii=False).encode() + b"\n"
+        parts.append(line)
+        size += len(line)
         if progress:
             progress(1)
+        if size >= STREAM_CHUNK_BYTES:
+            yield b"".join(parts)
+            parts, size = [], 0
+    if parts:
+        yield b"".join(parts)
+
+
+def write_jsonl(rows: Iterable[dict[str, Any]], out: IO[bytes], progress: Progress = None) -> int:
+    n = 0
+
+    def count(k: int) -> None:
+        nonlocal n
+        n += k
+        if progress:
+            progress(k)
+
+    for chunk in iter_jsonl(rows, count):
+        out.write(chunk)
     return n
 
 
@@ -264,45 +320,74 @@ def label_records(
         }
 
 
+def iter_labels(
+    rows: Iterable[dict[str, Any]], fmt: str, progress: Progress = None
+) -> Iterator[bytes]:
+    """Label records as JSONL, CSV or Parquet (row groups of 1,000 rows), as chunks of bytes:
+    the API streams them to the client, the commands write them to a file."""
+    if fmt not in LABEL_FORMATS:
+        raise InvalidInput(
+            f"Unknown format {fmt!r}; use {', '.join(LABEL_FORMATS)}.", code="invalid_format"
+        )
+    return _iter_labels(rows, fmt, progress)
+
+
+def _iter_labels(rows: Iterable[dict[str, Any]], fmt: str, progress: Progress) -> Iterator[bytes]:
+    if fmt == "jsonl":
+        yield from iter_jsonl(rows, progress)
+        return
+    sink = _Sink()
+    if fmt == "csv":
+        text = io.TextIOWrapper(sink, encoding="utf-8", newline="", write_through=True)
+        writer = csv.DictWriter(text, fieldnames=[name for name, _ in LABEL_COLUMNS])
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: "" if v is None else spreadsheet_safe(v) for k, v in row.items()})
+            if progress:
+                progress(1)
+            if sink.size >= STREAM_CHUNK_BYTES:
+                yield sink.take()
+        text.detach()
+        yield sink.take()
+        return
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = pa.schema([(name, getattr(pa, kind)()) for name, kind in LABEL_COLUMNS])
+    with pq.ParquetWriter(sink, schema) as writer:
+        batch: list[dict[str, Any]] = []
+        for row in _with_end(rows):
+            if row is not None:
+                batch.append(row)
+            if batch and (row is None or len(batch) >= 1000):
+                writer.write_table(pa.Table.from_pylist(batch, schema=schema))
+                if progress:
+                    progress(len(batch))
+                batch = []
+                yield sink.take()
+    yield sink.take()
+
+
+def _with_end(rows: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any] | None]:
+    yield from rows
+    yield None
+
+
 def write_labels(
     rows: Iterable[dict[str, Any]], out: IO[bytes], fmt: str, progress: Progress = None
 ) -> int:
-    """Write label records as JSONL, CSV or Parquet (batches of 1,000 rows per row group)."""
-    if fmt == "jsonl":
-        return write_jsonl(rows, out, progress)
-    if fmt == "csv":
-        text = io.TextIOWrapper(out, encoding="utf-8", newline="", write_through=True)
-        writer = csv.DictWriter(text, fieldnames=[name for name, _ in LABEL_COLUMNS])
-        writer.writeheader()
-        n = 0
-        for row in rows:
-            writer.writerow({k: "" if v is None else spreadsheet_safe(v) for k, v in row.items()})
-            n += 1
-            if progress:
-                progress(1)
-        text.detach()
-        return n
-    if fmt == "parquet":
-        import pyarrow as pa
-        import pyarrow.parquet as pq
+    """Write label records as JSONL, CSV or Parquet to ``out``; returns the row count."""
+    n = 0
 
-        schema = pa.schema([(name, getattr(pa, kind)()) for name, kind in LABEL_COLUMNS])
-        n = 0
-        with pq.ParquetWriter(out, schema) as writer:
-            batch: list[dict[str, Any]] = []
-            for row in [*rows, None]:
-                if row is not None:
-                    batch.append(row)
-                if batch and (row is None or len(batch) >= 1000):
-                    writer.write_table(pa.Table.from_pylist(batch, schema=schema))
-                    n += len(batch)
-                    if progress:
-                        progress(len(batch))
-                    batch = []
-        return n
-    raise InvalidInput(
-        f"Unknown format {fmt!r}; use {', '.join(LABEL_FORMATS)}.", code="invalid_format"
-    )
+    def count(k: int) -> None:
+        nonlocal n
+        n += k
+        if progress:
+            progress(k)
+
+    for chunk in iter_labels(rows, fmt, count):
+        out.write(chunk)
+    return n
 
 
 # --- Imports --------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from typing import Any
 from django.db.models import Count, Q, QuerySet, Sum
 from django.utils import timezone
 
+from ml_worker.core.choice import DECISIVE, Choice, share_of_a
 from rlhf_platform.accounts.models import User
 from rlhf_platform.budgets.models import Budget, LedgerEntry
 from rlhf_platform.budgets.selectors import BudgetStatus, budget_status
@@ -249,7 +250,7 @@ def reward_accuracy(campaign: Campaign) -> list[RewardAccuracy]:
             campaign=campaign,
             comparison__reward_version__isnull=False,
             comparison__p_mean__isnull=False,
-            choice__in=["A", "B"],
+            choice__in=DECISIVE,
         )
         .values_list("comparison__reward_version_id", "comparison__p_mean", "choice")
         .iterator()
@@ -257,7 +258,7 @@ def reward_accuracy(campaign: Campaign) -> list[RewardAccuracy]:
     totals: dict[int, list[int]] = defaultdict(lambda: [0, 0])
     for version_id, p_mean, choice in rows:
         totals[version_id][0] += 1
-        totals[version_id][1] += int((p_mean > 0.5) == (choice == "A"))
+        totals[version_id][1] += int((p_mean > 0.5) == (choice == Choice.A))
     versions = (
         ModelVersion.objects.filter(campaign=campaign, kind=ModelKind.REWARD)
         .select_related("round")
@@ -338,9 +339,6 @@ class Agreement:
     disagreements: list[Disagreement] = field(default_factory=list)
 
 
-_TARGET = {"A": 1.0, "B": 0.0, "tie": 0.5, "both_bad": 0.5}
-
-
 def human_judge_agreement(campaign: Campaign, *, top: int = 20) -> Agreement:
     """Agreement of human labels with the judge, on the comparisons labeled by both.
 
@@ -352,8 +350,11 @@ def human_judge_agreement(campaign: Campaign, *, top: int = 20) -> Agreement:
       of the *other* annotators of the same comparison (comparisons without a unique
       majority among the others are skipped).
     - Disagreements: comparisons ranked by ``|P_judge(A) - human share of A|``, where the
-      judge's P(A) is its probability (or 1/0/0.5 from its choice) and the human share
-      counts A as 1, B as 0, tie and both bad as 0.5.
+      judge's P(A) is its probability (or the training target of its choice: 1/0/0.5) and
+      the human share is the mean training target of the human labels
+      (:func:`ml_worker.core.choice.share_of_a`: A 1, B 0, tie 0.5, both bad left out, as in
+      training; docs/choice.md). Comparisons whose human labels are all "both bad" have no
+      share and are not ranked.
     """
     labels = list(
         Label.objects.filter(campaign=campaign)
@@ -418,8 +419,10 @@ def human_judge_agreement(campaign: Campaign, *, top: int = 20) -> Agreement:
     gaps = []
     for c in both:
         j_choice, j_prob = judge[c]
-        p_judge = j_prob if j_prob is not None else _TARGET[j_choice]
-        share = sum(_TARGET[ch] for _, ch in humans[c]) / len(humans[c])
+        p_judge = j_prob if j_prob is not None else Choice(j_choice).target
+        share = share_of_a([ch for _, ch in humans[c]])
+        if share is None or p_judge is None:
+            continue
         gaps.append((abs(p_judge - share), c, share))
     gaps.sort(key=lambda g: (-g[0], g[1]))
     chosen = [g for g in gaps[:top] if g[0] > 0]

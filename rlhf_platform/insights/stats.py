@@ -14,16 +14,19 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
-# Kappa and agreement compare *preferences*: "tie" and "both bad" both say "no preference
-# between the two", so they are folded into one category before comparing.
-NO_PREFERENCE = "none"
-KAPPA_CATEGORIES = ("A", "B", NO_PREFERENCE)
-CHOICES = ("A", "B", "tie", "both_bad")
+from ml_worker.core.choice import Choice, Preference
+
+# Kappa and agreement compare *preferences* (:attr:`Choice.preference`, docs/choice.md): "tie"
+# and "both bad" both say "no preference between the two", so they are folded into one
+# category before comparing.
+NO_PREFERENCE = Preference.NONE.value
+KAPPA_CATEGORIES = tuple(p.value for p in Preference)
+CHOICES = tuple(c.value for c in Choice)
 
 
 def preference(choice: str) -> str:
     """A, B, or :data:`NO_PREFERENCE` (tie and both bad)."""
-    return choice if choice in ("A", "B") else NO_PREFERENCE
+    return Choice(choice).preference.value
 
 
 def agreement_rate(pairs: Sequence[tuple[str, str]]) -> float | None:

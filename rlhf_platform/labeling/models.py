@@ -14,6 +14,7 @@ from django.conf import settings
 from django.db import models
 from django.db.models import F, Q
 
+from ml_worker.core import choice as core_choice
 from rlhf_platform.campaigns.models import (
     AcquisitionRule,
     Campaign,
@@ -128,10 +129,13 @@ class Lease(models.Model):
 
 
 class Choice(models.TextChoices):
-    A = "A", "A is better"
-    B = "B", "B is better"
-    TIE = "tie", "Tie"
-    BOTH_BAD = "both_bad", "Both bad"
+    """The database field's choices, read from the one definition of an answer
+    (:class:`ml_worker.core.choice.Choice`: order, training target, analytics value)."""
+
+    A = core_choice.Choice.A.value, core_choice.Choice.A.label
+    B = core_choice.Choice.B.value, core_choice.Choice.B.label
+    TIE = core_choice.Choice.TIE.value, core_choice.Choice.TIE.label
+    BOTH_BAD = core_choice.Choice.BOTH_BAD.value, core_choice.Choice.BOTH_BAD.label
 
 
 class LabelSource(models.TextChoices):

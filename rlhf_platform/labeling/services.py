@@ -18,6 +18,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from ml_worker.core.choice import Choice as AnswerChoice
 from rlhf_platform import limits
 from rlhf_platform.accounts.models import User
 from rlhf_platform.budgets.models import Budget, LedgerEntry
@@ -39,23 +40,16 @@ from rlhf_platform.labeling.models import (
     Lease,
     LeaseState,
 )
-from rlhf_platform.labeling.selectors import get_lease_for_annotator
+from rlhf_platform.labeling.selectors import (
+    ALL_BEING_WORKED_ON,
+    NOTHING_WAITING,
+    NothingToLabel,
+    comparisons_waiting_for,
+    get_lease_for_annotator,
+)
 from rlhf_platform.rounds import dispatch
 
 IDEMPOTENCY_KEY_MAX = 100
-# Shown-side answer -> stored answer when B was shown first.
-_UNSWAP = {
-    Choice.A: Choice.B,
-    Choice.B: Choice.A,
-    Choice.TIE: Choice.TIE,
-    Choice.BOTH_BAD: Choice.BOTH_BAD,
-}
-
-
-class NothingToLabel(NotFound):
-    """No comparison is waiting for this annotator now (the next round may bring some)."""
-
-    code = "nothing_queued"
 
 
 # What lease_display reads: fetched with the lease, so serving a pair costs no extra queries.
@@ -75,6 +69,10 @@ class Served:
 
 
 def _comparison_state(c: Comparison) -> str:
+    """The state a comparison's counts give: labeled once it has its labels, leased while
+    every open slot is leased, queued otherwise (an expired one stays expired)."""
+    if c.state == ComparisonState.EXPIRED:
+        return ComparisonState.EXPIRED
     if c.labels_count >= c.labels_required:
         return ComparisonState.LABELED
     if c.labels_count + c.leased_count >= c.labels_required:
@@ -86,8 +84,7 @@ def _release_slot(comparison_id: int) -> None:
     """Give back one leased slot of a comparison (lease expired or skipped)."""
     comparison = Comparison.objects.select_for_update().get(pk=comparison_id)
     comparison.leased_count = max(0, comparison.leased_count - 1)
-    if comparison.state != ComparisonState.EXPIRED:
-        comparison.state = _comparison_state(comparison)
+    comparison.state = _comparison_state(comparison)
     comparison.save(update_fields=["leased_count", "state", "updated_at"])
 
 
@@ -147,29 +144,16 @@ def comparison_next(
         ).count()
         _check_outstanding(campaign.budget, outstanding)
 
-    # Both exclusions are bounded to this campaign (its comparisons are all there is to
-    # exclude), not to the annotator's whole history across campaigns.
-    seen = Lease.objects.filter(
-        annotator=annotator, campaign=campaign, state__in=[LeaseState.SUBMITTED, LeaseState.SKIPPED]
-    ).values("comparison_id")
     comparison = (
         # Only the comparison row is locked; its prompt and responses come in the same query
         # for the annotator's page (lease_display), read-only.
-        Comparison.objects.select_for_update(skip_locked=True, of=("self",))
+        comparisons_waiting_for(annotator, campaign)
+        .select_for_update(skip_locked=True, of=("self",))
         .select_related("prompt", "response_a", "response_b")
-        .filter(campaign=campaign, state=ComparisonState.QUEUED)
-        .filter(labels_count__lt=F("labels_required") - F("leased_count"))
-        .exclude(pk__in=seen)
-        .exclude(
-            pk__in=Label.objects.filter(annotator=annotator, campaign=campaign).values(
-                "comparison_id"
-            )
-        )
-        .order_by("-priority", "id")
         .first()
     )
     if comparison is None:
-        raise NothingToLabel(_NOTHING_WAITING)
+        raise NothingToLabel(NOTHING_WAITING)
     comparison.leased_count += 1
     comparison.state = _comparison_state(comparison)
     comparison.save(update_fields=["leased_count", "state", "updated_at"])
@@ -184,9 +168,6 @@ def comparison_next(
     return Served(lease=lease, created=True)
 
 
-_NOTHING_WAITING = "Nothing is waiting for you now; the next round is being prepared."
-
-
 def _check_may_lease(campaign_state: str, budget, annotator: User) -> None:
     if campaign_state != CampaignState.RUNNING:
         raise Conflict(
@@ -199,9 +180,7 @@ def _check_may_lease(campaign_state: str, budget, annotator: User) -> None:
 
 def _check_outstanding(budget, outstanding: int) -> None:
     if budget.labels_spent + outstanding >= budget.label_cap:
-        raise NothingToLabel(
-            "Every remaining label of the budget is being worked on; try again shortly."
-        )
+        raise NothingToLabel(ALL_BEING_WORKED_ON)
 
 
 def _comparison_next_pg(
@@ -231,7 +210,7 @@ def _comparison_next_pg(
         expires_at=now + dt.timedelta(seconds=seconds),
     )
     if lease is None:
-        raise NothingToLabel(_NOTHING_WAITING)
+        raise NothingToLabel(NOTHING_WAITING)
     return Served(lease=lease, created=True)
 
 
@@ -336,12 +315,17 @@ def _label_submit_locked(
         raise Conflict("This comparison's round has closed.", code="comparison_expired")
     # The rows already locked are written first; the campaign's budget row, the one lock
     # every submit of the campaign queues on, is taken last and held for the fewest statements.
-    comparison.labels_count += 1
-    comparison.leased_count = max(0, comparison.leased_count - 1)
-    comparison.state = _comparison_state(comparison)
-    stored_choice = _UNSWAP[Choice(choice)] if lease.swapped else Choice(choice)
+    stored_choice = Choice(AnswerChoice.from_shown(choice, swapped=lease.swapped).value)
     label = None
     if fast:
+        # The hand-written twin of label_record (two statements instead of six): the locked
+        # rows are written first, the budget row last. When the debit returns None (a cap
+        # refuses, or a daily cap needs counting) label_record below does it all again
+        # from the counts as they were, and says why.
+        counts = (comparison.labels_count, comparison.leased_count, comparison.state)
+        comparison.labels_count += 1
+        comparison.leased_count = max(0, comparison.leased_count - 1)
+        comparison.state = _comparison_state(comparison)
         pg.submit_close(lease, comparison, now)
         label = pg.submit_debit(
             user=annotator,
@@ -352,46 +336,114 @@ def _label_submit_locked(
             idempotency_key=idempotency_key,
             now=now,
         )
-    else:
-        comparison.save(update_fields=["labels_count", "leased_count", "state", "updated_at"])
-        Lease.objects.filter(pk=lease.pk).update(state=LeaseState.SUBMITTED, closed_at=now)
+        if label is None:
+            comparison.labels_count, comparison.leased_count, comparison.state = counts
     if label is None:  # not PostgreSQL, or the budget refused or has a daily cap
-        label = _debit_and_store(
-            annotator, lease, comparison, stored_choice, rationale, time_taken_ms, idempotency_key
+        label = label_record(
+            comparison=comparison,
+            source=LabelSource.HUMAN,
+            choice=stored_choice,
+            shown_swapped=lease.swapped,
+            idempotency_key=idempotency_key,
+            annotator=annotator,
+            lease=lease,
+            rationale=rationale,
+            time_taken_ms=time_taken_ms,
+            now=now,
         )
     if comparison.round_id is not None and comparison.state == ComparisonState.LABELED:
         dispatch.step(comparison.round_id)  # the round may be complete: let a worker check
     return label, True
 
 
-def _debit_and_store(
-    annotator: User,
-    lease: Lease,
+def label_record(
+    *,
     comparison: Comparison,
-    stored_choice: str,
-    rationale: str,
-    time_taken_ms: int | None,
+    source: str,
+    choice: str,
+    shown_swapped: bool,
     idempotency_key: str,
+    annotator: User | None = None,
+    lease: Lease | None = None,
+    rationale: str = "",
+    time_taken_ms: int | None = None,
+    judge_name: str = "",
+    judge_prob_a: float | None = None,
+    tokens: int = 0,
+    now: dt.datetime | None = None,
 ) -> Label:
-    budget = budget_lock(campaign_id=lease.campaign_id)
+    """Record one label and debit its cost: the one place both happen (human labels from
+    :func:`label_submit`, the judge's from the round engine).
+
+    Call inside a transaction, holding the comparison's row lock (and the lease's, for a
+    human label). A human label fills the slot its lease held (``labels_count`` + 1,
+    ``leased_count`` - 1) and closes the lease as submitted; a judge label fills no human
+    slot. Either way the comparison's state is recomputed from its counts, leased slots
+    included. The campaign's budget row is locked last, held for the fewest statements;
+    when a cap refuses, :class:`BudgetExhausted` is raised and the caller's transaction
+    rolls everything back. ``tokens``: what a judge call cost in tokens (priced per token).
+    """
+    now = now or timezone.now()
+    fields = ["state", "updated_at"]
+    if source == LabelSource.HUMAN:
+        comparison.labels_count += 1
+        fields.append("labels_count")
+        if lease is not None:
+            comparison.leased_count = max(0, comparison.leased_count - 1)
+            fields.append("leased_count")
+            Lease.objects.filter(pk=lease.pk).update(state=LeaseState.SUBMITTED, closed_at=now)
+    comparison.state = _comparison_state(comparison)
+    comparison.save(update_fields=fields)
+    budget = budget_lock(campaign_id=comparison.campaign_id)
     label = Label.objects.create(
         comparison=comparison,
-        campaign_id=lease.campaign_id,
+        campaign_id=comparison.campaign_id,
         lease=lease,
-        source=LabelSource.HUMAN,
+        source=source,
         annotator=annotator,
-        choice=stored_choice,
-        shown_swapped=lease.swapped,
+        judge_name=judge_name,
+        judge_prob_a=judge_prob_a,
+        choice=choice,
+        shown_swapped=shown_swapped,
         rationale=rationale,
         time_taken_ms=time_taken_ms,
         idempotency_key=idempotency_key,
         # The debit below charges this same unit cost, or refuses and rolls all of it back.
-        cost=unit_cost(budget=budget, source=LabelSource.HUMAN),
+        cost=unit_cost(budget=budget, source=source, tokens=tokens),
     )
     budget_debit(
-        budget=budget, source=LabelSource.HUMAN, annotator_id=annotator.pk, label_id=label.pk
+        budget=budget,
+        source=source,
+        annotator_id=annotator.pk if annotator is not None else None,
+        label_id=label.pk,
+        tokens=tokens,
     )
     return label
+
+
+@transaction.atomic
+def comparison_hand_to_humans(*, comparison_id: int) -> None:
+    """The judge gave up on a comparison (no valid answer after its attempts): humans label
+    it instead, at least one of them. Its state follows from its counts, leased slots
+    included (a mixed comparison whose human slots are leased or labeled stays so)."""
+    comparison = Comparison.objects.select_for_update().get(pk=comparison_id)
+    comparison.judge_requested = False
+    comparison.labels_required = max(comparison.labels_required, 1)
+    comparison.state = _comparison_state(comparison)
+    comparison.save(update_fields=["judge_requested", "labels_required", "state", "updated_at"])
+
+
+def leases_expire_with_comparisons(*, comparison_ids: list[int], now: dt.datetime) -> int:
+    """Close the live leases of comparisons that are being expired (their round closed) and
+    give their slots back, so the counts stay true (``leased_count`` 0); returns how many
+    leases were closed. Call inside the transaction that expires the comparisons."""
+    closed = Lease.objects.filter(comparison_id__in=comparison_ids, state=LeaseState.ACTIVE).update(
+        state=LeaseState.EXPIRED, closed_at=now
+    )
+    Comparison.objects.filter(pk__in=comparison_ids).update(
+        state=ComparisonState.EXPIRED, leased_count=0
+    )
+    return closed
 
 
 class _LeaseExpired(Conflict):

@@ -40,13 +40,13 @@ from django.utils.dateparse import parse_datetime
 from ml_worker.core import learner, seeds
 from ml_worker.core import rounds as round_schedule
 from ml_worker.core.acquisition import distinct_responses, select_pairs
-from ml_worker.core.enn import CHOICE_TARGETS, ENNTrainer
+from ml_worker.core.choice import TRAINED, Choice
+from ml_worker.core.enn import ENNTrainer
 from ml_worker.core.evaluation import NoValidJudgmentsError, win_rate
 from ml_worker.core.judges.base import JudgeAuthError, JudgeConfigError, JudgeQuery, build_judge
 from ml_worker.core.update import reinforce_signals, unlabeled_signals
 from rlhf_platform import limits
 from rlhf_platform.budgets.selectors import budget_status
-from rlhf_platform.budgets.services import budget_debit, budget_lock
 from rlhf_platform.campaigns.egress import judge_egress_policy
 from rlhf_platform.campaigns.models import (
     Algorithm,
@@ -66,12 +66,14 @@ from rlhf_platform.campaigns.models import (
 from rlhf_platform.errors import BudgetExhausted
 from rlhf_platform.labeling.models import (
     Comparison,
-    ComparisonState,
     JudgeCall,
     Label,
     LabelSource,
-    Lease,
-    LeaseState,
+)
+from rlhf_platform.labeling.services import (
+    comparison_hand_to_humans,
+    label_record,
+    leases_expire_with_comparisons,
 )
 from rlhf_platform.rounds import dispatch
 from rlhf_platform.rounds.state import (
@@ -533,18 +535,11 @@ def round_judge(*, round_id: int, batch_size: int = seeds.JUDGE_BATCH) -> int:
         for c in _needs_judge(round_id):
             attempts = c.judge_calls.count()
             if attempts >= settings.JUDGE_MAX_ATTEMPTS:
-                Comparison.objects.filter(pk=c.pk).update(
-                    judge_requested=False,
-                    labels_required=max(c.labels_required, 1),
-                    state=ComparisonState.QUEUED,
-                )
+                comparison_hand_to_humans(comparison_id=c.pk)
             else:
                 retry += 1
     round_try_close(round_id=round_id)
     return retry
-
-
-_FLIP = {"A": "B", "B": "A", "tie": "tie"}
 
 
 @transaction.atomic
@@ -552,7 +547,7 @@ def _record_judgment(comparison: Comparison, swapped: bool, result: Any, judge_n
     attempt = comparison.judge_calls.count() + 1
     choice = result.choice if result.valid else None
     if choice is not None and swapped:
-        choice = _FLIP[choice]
+        choice = Choice(choice).swapped()
     prob_a = result.prob_a
     if prob_a is not None and swapped:
         prob_a = 1.0 - prob_a
@@ -570,28 +565,19 @@ def _record_judgment(comparison: Comparison, swapped: bool, result: Any, judge_n
     )
     if not result.valid:
         return
-    budget = budget_lock(campaign_id=comparison.campaign_id)
-    label = Label.objects.create(
-        comparison=comparison,
-        campaign_id=comparison.campaign_id,
+    # The row lock a human submit of the same comparison (mixed feedback) also takes, so the
+    # state written from the counts below is current.
+    locked = Comparison.objects.select_for_update().get(pk=comparison.pk)
+    label_record(
+        comparison=locked,
         source=LabelSource.JUDGE,
-        judge_name=judge_name,
-        judge_prob_a=prob_a,
         choice=choice,
         shown_swapped=swapped,
         idempotency_key=f"judge:{comparison.pk}",
-    )
-    entry = budget_debit(
-        budget=budget,
-        source=LabelSource.JUDGE,
-        annotator_id=None,
-        label_id=label.pk,
+        judge_name=judge_name,
+        judge_prob_a=prob_a,
         tokens=result.tokens_in + result.tokens_out,
     )
-    Label.objects.filter(pk=label.pk).update(cost=entry.amount)
-    Comparison.objects.filter(
-        pk=comparison.pk, labels_count__gte=F("labels_required"), state=ComparisonState.QUEUED
-    ).update(state=ComparisonState.LABELED)
 
 
 def _complete_q() -> Q:
@@ -618,10 +604,7 @@ def round_try_close(*, round_id: int) -> str | None:
         return None
     with transaction.atomic():
         if open_ids:
-            Comparison.objects.filter(pk__in=open_ids).update(state=ComparisonState.EXPIRED)
-            Lease.objects.filter(comparison_id__in=open_ids, state=LeaseState.ACTIVE).update(
-                state=LeaseState.EXPIRED, closed_at=timezone.now()
-            )
+            leases_expire_with_comparisons(comparison_ids=open_ids, now=timezone.now())
         Round.objects.filter(pk=rnd.pk).update(leftovers=len(open_ids))
         state = _advance(rnd, token, RoundState.LEARNING)
         dispatch.step(rnd.pk)
@@ -638,8 +621,8 @@ def _is_last_round(campaign: Campaign, rnd: Round) -> bool:
 
 
 def _training_labels(labels) -> tuple[list[Label], torch.Tensor]:
-    kept = [lab for lab in labels if CHOICE_TARGETS.get(lab.choice) is not None]
-    return kept, torch.tensor([CHOICE_TARGETS[lab.choice] for lab in kept], dtype=torch.float32)
+    kept = [lab for lab in labels if Choice(lab.choice).target is not None]
+    return kept, torch.tensor([Choice(lab.choice).target for lab in kept], dtype=torch.float32)
 
 
 def _label_features(featurizer: Any, labels: list[Label]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -797,7 +780,7 @@ def _incremental_policy_step(
         .annotate(
             n=Count(
                 "labels",
-                filter=~Q(labels__choice="both_bad") & Q(labels__flagged_at__isnull=True),
+                filter=Q(labels__choice__in=TRAINED) & Q(labels__flagged_at__isnull=True),
             )
         )
         .filter(n__gt=0)

@@ -58,8 +58,19 @@ class Page:
         self.page.wait_for_url(self.base + "/")
 
     def open_campaign(self, campaign) -> None:
+        """Open the labeling page and, when a pair is waiting, press "Next pair" (the page's
+        GET leases nothing; the button's POST does)."""
         self.page.goto(f"{self.base}/campaigns/{campaign.pk}/label/")
         self.ready()
+        if self.state() == "ready":
+            self.next_pair()
+
+    def next_pair(self) -> None:
+        self.page.get_by_role("button", name="Next pair").click()
+        self.page.wait_for_function(
+            "() => document.getElementById('workspace').dataset.state !== 'ready'"
+        )
+        self.page.wait_for_timeout(500)  # past the guard against double presses
 
     def ready(self) -> None:
         self.page.wait_for_function("() => window.htmx !== undefined")
@@ -119,6 +130,8 @@ def test_label_five_comparisons_with_the_keyboard(open_page, annotator, campaign
     ui = open_page()
     ui.page.get_by_role("link", name="Start labeling").click()
     ui.ready()
+    assert ui.state() == "ready" and not Lease.objects.exists()  # the GET leased nothing
+    ui.next_pair()
     ui.page.evaluate("() => { window.__marker = 'kept'; }")
     keys = ["1", "2", "3", "0", "1"]
     seen = []
@@ -372,6 +385,13 @@ def test_the_empty_queue_turns_into_a_comparison(open_page, annotator, researche
         campaign=campaign,
         pairs=[{"prompt": "Fresh prompt", "response_a": "left or right", "response_b": "other"}],
     )
+    # The poll (a GET) shows the "Next pair" button and leases nothing; "n" leases.
+    ui.page.wait_for_function(
+        "() => document.getElementById('workspace').dataset.state === 'ready'"
+    )
+    assert not Lease.objects.exists()
+    ui.page.wait_for_timeout(500)  # htmx has processed the swapped-in form; past the guard
+    ui.page.keyboard.press("n")
     ui.page.wait_for_function(
         "() => document.getElementById('workspace').dataset.state === 'labeling'"
     )
@@ -503,6 +523,8 @@ def test_the_page_works_without_javascript(browser, live_server, annotator, camp
         ui = Page(context.new_page(), live_server.url)
         ui.login("anna")
         ui.page.goto(f"{live_server.url}/campaigns/{campaign.pk}/label/")
+        with ui.page.expect_navigation():  # "Next pair": post (lease), redirect, get
+            ui.page.get_by_role("button", name="Next pair").click()
         lease, (left, _) = ui.lease_id(), ui.shown()
         ui.page.get_by_label("Rationale").fill("plain form post")
         with ui.page.expect_navigation():  # a full page load: post, redirect, get

@@ -14,7 +14,7 @@ HX = {"HTTP_HX_REQUEST": "true"}
 
 
 def _answer(client, campaign, **extra):
-    client.get(reverse("annotator_ui:label", args=[campaign.pk]))
+    client.post(reverse("annotator_ui:next", args=[campaign.pk]))  # "Next pair" leases
     lease = Lease.objects.get(campaign=campaign, state=LeaseState.ACTIVE)
     url = reverse("annotator_ui:submit", args=[lease.pk])
     return lease, client.post(url, {"choice": "A", "idempotency_key": f"k{lease.pk}"}, **extra)
@@ -55,6 +55,7 @@ def test_a_response_cut_by_the_generation_limit_says_so(client, annotator, campa
     )
     Response.objects.filter(prompt__campaign=campaign).update(source="policy", token_count=48)
     client.force_login(annotator)
+    client.post(reverse("annotator_ui:next", args=[campaign.pk]))
     html = client.get(reverse("annotator_ui:label", args=[campaign.pk])).content.decode()
     assert html.count("Cut off at 48 tokens") == 2
     Response.objects.filter(prompt__campaign=campaign).update(token_count=20)

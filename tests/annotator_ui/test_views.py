@@ -26,6 +26,17 @@ def label_url(campaign) -> str:
     return reverse("annotator_ui:label", args=[campaign.pk])
 
 
+def next_url(campaign) -> str:
+    return reverse("annotator_ui:next", args=[campaign.pk])
+
+
+def open_pair(client, campaign, headers=None):
+    """Press "next pair" (the POST that leases), then load the page (the GET that shows the
+    lease): what an annotator does on arriving at the labeling page."""
+    client.post(next_url(campaign))
+    return client.get(label_url(campaign), headers=headers or {})
+
+
 def submit_url(lease) -> str:
     return reverse("annotator_ui:submit", args=[lease.pk])
 
@@ -165,7 +176,7 @@ def test_home_query_count_does_not_grow_with_campaigns(
 
 @pytest.mark.django_db
 def test_label_page_shows_the_pair_in_the_lease_order(anna, annotator, campaign):
-    response = anna.get(label_url(campaign))
+    response = open_pair(anna, campaign)
     html = response.content.decode()
     assert response.status_code == 200 and "<html" in html
     lease = active_lease(annotator, campaign)
@@ -184,7 +195,7 @@ def test_label_page_shows_the_pair_in_the_lease_order(anna, annotator, campaign)
 
 @pytest.mark.django_db
 def test_label_page_htmx_returns_the_workspace_fragment(anna, annotator, campaign):
-    response = anna.get(label_url(campaign), headers=HX)
+    response = open_pair(anna, campaign, headers=HX)
     html = response.content.decode()
     assert response.status_code == 200
     assert "<html" not in html and 'id="workspace"' in html
@@ -200,7 +211,7 @@ def test_label_page_history_restore_gets_the_whole_page(anna, campaign):
 
 @pytest.mark.django_db
 def test_reload_serves_the_same_lease_and_order(anna, annotator, campaign):
-    first = anna.get(label_url(campaign)).content.decode()
+    first = open_pair(anna, campaign).content.decode()
     lease = active_lease(annotator, campaign)
     second = anna.get(label_url(campaign)).content.decode()
     assert Lease.objects.filter(annotator=annotator).count() == 1
@@ -248,7 +259,7 @@ def test_label_page_renders_guidelines_and_chat_history_sanitized(anna, annotato
             {"role": "user", "content": "Show code"},
         ]
     )
-    html = anna.get(label_url(campaign)).content.decode()
+    html = open_pair(anna, campaign).content.decode()
     assert "<strong>honest</strong>" in html
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html and "<script>alert" not in html
     assert "<code>x</code>" in html and "A variable." in html
@@ -269,7 +280,7 @@ def test_model_output_is_rendered_as_inert_text(anna, annotator, researcher):
             {"prompt": "p <b onmouseover=x>", "response_a": payload, "response_b": payload + "!"}
         ],
     )
-    html = anna.get(label_url(campaign)).content.decode()
+    html = open_pair(anna, campaign).content.decode()
     body = html[html.index('id="response-a"') :]
     assert "&lt;script&gt;window.__pwned=1&lt;/script&gt;" in body
     assert "<script>window" not in html
@@ -375,7 +386,7 @@ def test_views_refuse_the_wrong_method(anna, annotator, campaign):
 
 @pytest.mark.django_db
 def test_plain_submit_stores_the_label_and_redirects_to_the_next(anna, annotator, campaign):
-    html = anna.get(label_url(campaign)).content.decode()
+    html = open_pair(anna, campaign).content.decode()
     lease = active_lease(annotator, campaign)
     response = anna.post(
         submit_url(lease),
@@ -395,7 +406,7 @@ def test_plain_submit_stores_the_label_and_redirects_to_the_next(anna, annotator
 
 @pytest.mark.django_db
 def test_htmx_submit_swaps_in_the_next_comparison(anna, annotator, campaign):
-    html = anna.get(label_url(campaign)).content.decode()
+    html = open_pair(anna, campaign).content.decode()
     lease = active_lease(annotator, campaign)
     response = anna.post(
         submit_url(lease),
@@ -416,7 +427,7 @@ def test_htmx_submit_swaps_in_the_next_comparison(anna, annotator, campaign):
 @pytest.mark.django_db
 @pytest.mark.parametrize("headers", [{}, HX], ids=["plain", "htmx"])
 def test_a_double_submit_stores_one_label(anna, annotator, campaign, headers):
-    html = anna.get(label_url(campaign)).content.decode()
+    html = open_pair(anna, campaign).content.decode()
     lease = active_lease(annotator, campaign)
     data = {"choice": "B", "idempotency_key": form_key(html)}
     anna.post(submit_url(lease), data, headers=headers)
@@ -428,8 +439,8 @@ def test_a_double_submit_stores_one_label(anna, annotator, campaign, headers):
 
 @pytest.mark.django_db
 def test_a_stale_form_from_another_tab_stores_nothing_more(anna, annotator, campaign):
-    first = anna.get(label_url(campaign)).content.decode()
-    second = anna.get(label_url(campaign)).content.decode()  # same lease, new key
+    first = open_pair(anna, campaign).content.decode()
+    second = open_pair(anna, campaign).content.decode()  # same lease, new key
     lease = active_lease(annotator, campaign)
     anna.post(submit_url(lease), {"choice": "A", "idempotency_key": form_key(first)})
     response = anna.post(
@@ -445,7 +456,7 @@ def test_a_stale_form_from_another_tab_stores_nothing_more(anna, annotator, camp
 def test_a_bad_submit_is_400_and_keeps_the_comparison_and_rationale(
     anna, annotator, campaign, headers
 ):
-    html = anna.get(label_url(campaign)).content.decode()
+    html = open_pair(anna, campaign).content.decode()
     lease = active_lease(annotator, campaign)
     response = anna.post(
         submit_url(lease),
@@ -462,7 +473,7 @@ def test_a_bad_submit_is_400_and_keeps_the_comparison_and_rationale(
 
 @pytest.mark.django_db
 def test_a_too_long_rationale_is_refused(anna, annotator, campaign, settings):
-    html = anna.get(label_url(campaign)).content.decode()
+    html = open_pair(anna, campaign).content.decode()
     lease = active_lease(annotator, campaign)
     response = anna.post(
         submit_url(lease),
@@ -477,7 +488,7 @@ def test_a_too_long_rationale_is_refused(anna, annotator, campaign, settings):
 
 @pytest.mark.django_db
 def test_an_expired_lease_says_so_and_moves_on(anna, annotator, campaign):
-    html = anna.get(label_url(campaign)).content.decode()
+    html = open_pair(anna, campaign).content.decode()
     lease = active_lease(annotator, campaign)
     Lease.objects.filter(pk=lease.pk).update(expires_at=timezone.now() - dt.timedelta(seconds=1))
     response = anna.post(
@@ -493,7 +504,7 @@ def test_submitting_the_last_label_of_the_budget_shows_the_finished_state(
     anna, annotator, researcher
 ):
     campaign = make_campaign(researcher, name="one", members=(annotator,), label_cap=1)
-    html = anna.get(label_url(campaign)).content.decode()
+    html = open_pair(anna, campaign).content.decode()
     lease = active_lease(annotator, campaign)
     response = anna.post(
         submit_url(lease), {"choice": "A", "idempotency_key": form_key(html)}, headers=HX
@@ -507,18 +518,18 @@ def test_submitting_the_last_label_of_the_budget_shows_the_finished_state(
 
 @pytest.mark.django_db
 def test_plain_skip_redirects_to_the_next(anna, annotator, campaign):
-    anna.get(label_url(campaign))
+    open_pair(anna, campaign)
     lease = active_lease(annotator, campaign)
     response = anna.post(reverse("annotator_ui:skip", args=[lease.pk]))
     assert response.status_code == 302 and response["Location"] == label_url(campaign)
     lease.refresh_from_db()
     assert lease.state == LeaseState.SKIPPED
-    assert "Skipped." in anna.get(label_url(campaign)).content.decode()
+    assert "Skipped." in open_pair(anna, campaign).content.decode()
 
 
 @pytest.mark.django_db
 def test_htmx_skip_swaps_in_the_next(anna, annotator, campaign):
-    anna.get(label_url(campaign))
+    open_pair(anna, campaign)
     lease = active_lease(annotator, campaign)
     response = anna.post(reverse("annotator_ui:skip", args=[lease.pk]), headers=HX)
     body = response.content.decode()
@@ -529,7 +540,7 @@ def test_htmx_skip_swaps_in_the_next(anna, annotator, campaign):
 
 @pytest.mark.django_db
 def test_plain_renew_extends_the_lease_and_returns(anna, annotator, campaign):
-    anna.get(label_url(campaign))
+    open_pair(anna, campaign)
     lease = active_lease(annotator, campaign)
     Lease.objects.filter(pk=lease.pk).update(expires_at=timezone.now() + dt.timedelta(seconds=20))
     response = anna.post(reverse("annotator_ui:renew", args=[lease.pk]))
@@ -540,7 +551,7 @@ def test_plain_renew_extends_the_lease_and_returns(anna, annotator, campaign):
 
 @pytest.mark.django_db
 def test_htmx_renew_returns_the_new_timer(anna, annotator, campaign):
-    anna.get(label_url(campaign))
+    open_pair(anna, campaign)
     lease = active_lease(annotator, campaign)
     Lease.objects.filter(pk=lease.pk).update(expires_at=timezone.now() + dt.timedelta(seconds=20))
     response = anna.post(reverse("annotator_ui:renew", args=[lease.pk]), headers=HX)
@@ -554,7 +565,7 @@ def test_htmx_renew_returns_the_new_timer(anna, annotator, campaign):
 @pytest.mark.django_db
 @pytest.mark.parametrize("headers", [{}, HX], ids=["plain", "htmx"])
 def test_renewing_an_expired_lease_says_it_ran_out(anna, annotator, campaign, headers):
-    anna.get(label_url(campaign))
+    open_pair(anna, campaign)
     lease = active_lease(annotator, campaign)
     Lease.objects.filter(pk=lease.pk).update(expires_at=timezone.now() - dt.timedelta(seconds=1))
     response = anna.post(reverse("annotator_ui:renew", args=[lease.pk]), headers=headers)
@@ -573,6 +584,11 @@ def test_renewing_an_expired_lease_says_it_ran_out(anna, annotator, campaign, he
 def test_posts_need_the_csrf_token(annotator, campaign):
     client = Client(enforce_csrf_checks=True)
     client.force_login(annotator)
+    html = client.get(label_url(campaign)).content.decode()  # the "next pair" button
+    assert client.post(next_url(campaign)).status_code == 403
+    assert not Lease.objects.exists()
+    token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', html).group(1)
+    client.post(next_url(campaign), {"csrfmiddlewaretoken": token})
     html = client.get(label_url(campaign)).content.decode()
     lease = active_lease(annotator, campaign)
     data = {"choice": "A", "idempotency_key": form_key(html)}
@@ -650,9 +666,81 @@ def test_label_page_query_count_is_bounded(
     for i in range(5):
         Round.objects.create(campaign=big, index=i, state=RoundState.DONE)
     for campaign in (small, big):
-        with django_assert_max_num_queries(24):  # leasing a new comparison (20 now)
+        with django_assert_max_num_queries(17):  # the "next pair" button
             anna.get(label_url(campaign))
-        with django_assert_max_num_queries(17):  # the same lease again (15 now)
+        with django_assert_max_num_queries(24):  # leasing a new comparison
+            anna.post(next_url(campaign), headers=HX)
+        with django_assert_max_num_queries(17):  # the same lease again
             anna.get(label_url(campaign))
         with django_assert_max_num_queries(17):
             anna.get(label_url(campaign), headers=HX)
+
+
+# --- Leasing is a POST ---------------------------------------------------------------------
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("headers", [{}, HX], ids=["plain", "htmx"])
+def test_the_page_leases_nothing_and_offers_the_next_pair(anna, annotator, campaign, headers):
+    for _ in range(3):  # a visit, a reload, a poll
+        response = anna.get(label_url(campaign), headers=headers)
+        html = response.content.decode()
+        assert response.status_code == 200
+        assert 'data-state="ready"' in html
+        assert (
+            f'action="{next_url(campaign)}"' in html and f'hx-post="{next_url(campaign)}"' in html
+        )
+        assert 'id="next-button"' in html and 'aria-keyshortcuts="n"' in html
+    assert not Lease.objects.exists()
+
+
+@pytest.mark.django_db
+def test_polling_the_empty_state_leases_nothing_when_pairs_arrive(anna, annotator, researcher):
+    campaign = make_campaign(researcher, name="later", pairs=0, members=(annotator,))
+    assert 'data-state="empty"' in anna.get(label_url(campaign), headers=HX).content.decode()
+    comparisons_import_pairs(
+        campaign=campaign, pairs=[{"prompt": "p", "response_a": "a", "response_b": "b"}]
+    )
+    html = anna.get(label_url(campaign), headers=HX).content.decode()
+    assert 'data-state="ready"' in html  # the poll shows the button, and leases nothing
+    assert not Lease.objects.exists()
+
+
+@pytest.mark.django_db
+def test_plain_next_pair_leases_and_redirects_to_the_page(anna, annotator, campaign):
+    response = anna.post(next_url(campaign))
+    assert response.status_code == 302 and response["Location"] == label_url(campaign)
+    lease = active_lease(annotator, campaign)
+    html = anna.get(label_url(campaign)).content.decode()
+    assert f'data-lease-id="{lease.pk}"' in html
+    # Pressing it again (a second tab) keeps the same lease.
+    anna.post(next_url(campaign))
+    assert Lease.objects.filter(annotator=annotator).count() == 1
+
+
+@pytest.mark.django_db
+def test_htmx_next_pair_swaps_in_the_leased_comparison(anna, annotator, campaign):
+    response = anna.post(next_url(campaign), headers=HX)
+    body = response.content.decode()
+    assert response.status_code == 200 and "<html" not in body
+    lease = active_lease(annotator, campaign)
+    assert f'data-lease-id="{lease.pk}"' in body and 'data-state="labeling"' in body
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("headers", [{}, HX], ids=["plain", "htmx"])
+def test_next_pair_on_an_empty_campaign_says_nothing_is_queued(
+    anna, annotator, researcher, headers
+):
+    campaign = make_campaign(researcher, name="none", pairs=0, members=(annotator,))
+    response = anna.post(next_url(campaign), headers=headers, follow=not headers)
+    assert 'data-state="empty"' in response.content.decode()
+    assert not Lease.objects.exists()
+
+
+@pytest.mark.django_db
+def test_next_pair_needs_a_post_and_membership(anna, foreign_campaign):
+    assert anna.get(next_url(foreign_campaign)).status_code == 405
+    assert anna.post(next_url(foreign_campaign)).status_code == 404
+    assert anna.post(next_url(foreign_campaign), headers=HX).status_code == 404
+    assert not Lease.objects.exists()

@@ -17,6 +17,7 @@ from rlhf_platform.campaigns.management.commands.seed_demo import (
     DEMO_PAIRS,
 )
 from rlhf_platform.campaigns.models import Campaign, CampaignState, Prompt, Response
+from rlhf_platform.insights.models import AuditEntry
 from rlhf_platform.labeling.models import Comparison
 from rlhf_platform.labeling.services import comparison_next, label_submit
 
@@ -76,6 +77,11 @@ def test_it_creates_a_running_campaign_of_the_bundled_pairs():
     assert campaign.budget.label_cap == DEMO_LABEL_CAP
     assert campaign.comparisons.count() == pairs
     assert Prompt.objects.filter(campaign=campaign).count() == pairs
+    # Started through the audited service, as the demo's researcher.
+    entries = list(
+        AuditEntry.objects.filter(campaign=campaign).values_list("actor__username", "action")
+    )
+    assert entries == [("researcher", "start")]
 
 
 @pytest.mark.django_db

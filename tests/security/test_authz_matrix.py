@@ -215,6 +215,11 @@ PAGES: dict[str, Case] = {
     "logout": Case(row(("login",) * 7), lambda w: ("/logout/", {"method": "post"}), target=None),
     "annotator_ui:home": Case(row(("login",) + ("ok",) * 6), lambda w: ("/", {}), target=None),
     "annotator_ui:label": Case(row(PAGE_LABEL), lambda w: (f"/campaigns/{_c(w)}/label/", {})),
+    "annotator_ui:next": Case(
+        row(PAGE_LABEL),
+        lambda w: (f"/campaigns/{_c(w)}/label/next/", {"method": "post"}),
+        notes=["leases the next comparison (the page's GET leases nothing)"],
+    ),
     "annotator_ui:submit": Case(
         row(PAGE_OWN_LEASE),
         lambda w: (

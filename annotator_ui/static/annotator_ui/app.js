@@ -4,7 +4,8 @@
 (function () {
   "use strict";
 
-  var KEY_TO_CHOICE = { "1": "A", "2": "B", "3": "tie", "0": "both_bad" };
+  // The answer keys are not listed here: each answer button carries its key in
+  // aria-keyshortcuts, rendered from ml_worker.core.choice.Choice.key (docs/choice.md).
   // After a new comparison swaps in, ignore shortcut keys this long, so a key pressed twice
   // in quick succession cannot answer a comparison nobody has looked at yet.
   var SWAP_GUARD_MS = 400;
@@ -68,12 +69,20 @@
       if (undo && !undo.disabled && !ev.repeat) { ev.preventDefault(); undo.click(); }
       return;
     }
+    var next = document.getElementById("next-button");
+    if (next && (ev.key === "n" || ev.key === "N")) {
+      ev.preventDefault();
+      if (!ev.repeat && !next.disabled && now() >= guardUntil) next.click();
+      return;
+    }
     var form = document.getElementById("label-form");
     if (!form) return;
     var button = null;
-    if (Object.prototype.hasOwnProperty.call(KEY_TO_CHOICE, ev.key)) {
-      button = form.querySelector('button[name="choice"][value="' + KEY_TO_CHOICE[ev.key] + '"]');
-    } else if (ev.key === "s" || ev.key === "S") {
+    var answers = form.querySelectorAll('button[name="choice"]');
+    for (var i = 0; i < answers.length; i++) {
+      if (answers[i].getAttribute("aria-keyshortcuts") === ev.key) { button = answers[i]; break; }
+    }
+    if (!button && (ev.key === "s" || ev.key === "S")) {
       button = document.getElementById("skip-button");
     }
     if (!button) return;

@@ -23,10 +23,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, runtime_checkable
 
+from ml_worker.core.choice import JUDGE_CHOICES
+
 if TYPE_CHECKING:
     from ml_worker.core.judges.egress import EgressPolicy
 
-CHOICES: tuple[str, ...] = ("A", "B", "tie")
+#: What a judge may answer (``ml_worker.core.choice.JUDGE_CHOICES``): A, B or tie.
+CHOICES: tuple[str, ...] = tuple(c.value for c in JUDGE_CHOICES)
 
 T = TypeVar("T")
 

@@ -49,6 +49,7 @@ from typing import Any
 
 import torch
 
+from ml_worker.core.choice import Choice
 from ml_worker.core.judges.base import (
     JudgeConfigError,
     JudgeQuery,
@@ -484,10 +485,10 @@ class OracleJudge:
         for i in range(n):
             p = float(prob_a[i])
             if abs(float(r_a[i] - r_b[i])) < self.tie_margin:
-                choice = "tie"
+                choice = Choice.TIE.value
             elif self.temperature == 0 and p == 0.5:
-                choice = "tie"
+                choice = Choice.TIE.value
             else:
-                choice = "A" if float(draws[i]) < p else "B"
+                choice = (Choice.A if float(draws[i]) < p else Choice.B).value
             results.append(JudgeResult(prob_a=p, choice=choice, invalid_reason=None))
         return results

@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+from ml_worker.core.choice import JUDGE_CHOICES, Choice
 from ml_worker.core.judges.base import (
     JudgeConfigError,
     JudgeQuery,
@@ -75,7 +76,10 @@ class ParsedAnswer:
     invalid_reason: str | None = None
 
 
-_LABELS = {"a": "A", "b": "B", "tie": "tie", "a.": "A", "b.": "B", "tie.": "tie"}
+# Lower-cased answer text (with or without a full stop) -> choice; a judge answers A, B or tie.
+_LABELS = {
+    spelled: c.value for c in JUDGE_CHOICES for spelled in (c.value.lower(), c.value.lower() + ".")
+}
 _FENCE = re.compile(r"^```[a-zA-Z]*\s*\n?(.*?)\n?\s*```$", re.DOTALL)
 _REFUSAL = re.compile(
     r"(i'?m sorry|i am sorry|i apologi[sz]e|i can(?:'|no)t|i cannot|i'?m (?:not able|unable)|"
@@ -151,7 +155,12 @@ def parse_answer(text: str | None, *, strict: bool = True) -> ParsedAnswer:
 
 def prob_from_choice(choice: str) -> float:
     """The probability that A is preferred implied by a hard choice: 1, 0 or 1/2."""
-    return {"A": 1.0, "B": 0.0, "tie": 0.5}[choice]
+    target = Choice(choice).target
+    if target is None or Choice(choice) not in JUDGE_CHOICES:
+        raise ValueError(
+            f"a judge answers one of {[c.value for c in JUDGE_CHOICES]}, not {choice!r}"
+        )
+    return target
 
 
 def prob_from_label_logprobs(candidates: Iterable[tuple[str, float]]) -> float | None:
@@ -161,7 +170,7 @@ def prob_from_label_logprobs(candidates: Iterable[tuple[str, float]]) -> float |
     spaces and quotes) are renormalized among themselves; a tie counts one half. None when
     neither A nor B is among the candidates.
     """
-    mass = {"A": 0.0, "B": 0.0, "tie": 0.0}
+    mass = {c.value: 0.0 for c in JUDGE_CHOICES}
     for token, logprob in candidates:
         label = _label(token.strip().strip("\"'"))
         if label is not None and math.isfinite(logprob):
@@ -169,7 +178,7 @@ def prob_from_label_logprobs(candidates: Iterable[tuple[str, float]]) -> float |
     total = sum(mass.values())
     if mass["A"] + mass["B"] == 0.0 or total == 0.0:
         return None
-    return (mass["A"] + 0.5 * mass["tie"]) / total
+    return sum(mass[c.value] * (c.target or 0.0) for c in JUDGE_CHOICES) / total
 
 
 @dataclass(frozen=True)
@@ -198,9 +207,6 @@ class OrderAnswer:
         )
 
 
-_SWAP = {"A": "B", "B": "A", "tie": "tie"}
-
-
 def combine_orders(first: OrderAnswer, swapped: OrderAnswer) -> JudgeResult:
     """Combine the answer asked as (A, B) with the answer asked as (B, A).
 
@@ -224,13 +230,13 @@ def combine_orders(first: OrderAnswer, swapped: OrderAnswer) -> JudgeResult:
         )
     assert first.prob_a is not None and first.choice is not None  # noqa: S101 (type narrowing)
     assert swapped.prob_a is not None and swapped.choice is not None  # noqa: S101 (type narrowing)
-    back_choice = _SWAP[swapped.choice]
+    back_choice = Choice(swapped.choice).swapped().value
     prob_a = (first.prob_a + (1.0 - swapped.prob_a)) / 2.0
     disagree = back_choice != first.choice
     if not disagree:
         choice = first.choice
     else:
-        choice = "A" if prob_a > 0.5 else "B" if prob_a < 0.5 else "tie"
+        choice = (Choice.A if prob_a > 0.5 else Choice.B if prob_a < 0.5 else Choice.TIE).value
     return JudgeResult(prob_a, choice, None, tokens_in, tokens_out, disagree, raw)
 
 

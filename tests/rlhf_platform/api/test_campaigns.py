@@ -75,13 +75,18 @@ class TestCreate:
             "seed": 7,
             "judge_config": {"kind": "oracle"},
             "mixed_fraction": 0.5,
-            "policy_config": {"lr": 0.001},
-            "reward_config": {"particles": 10},
+            "policy_config": {"backend": "tiny", "lr": 0.001},
+            "reward_config": {"num_particles": 10},
+            "max_rounds": 12,
+            "eval_every": 3,
+            "periodic_tau": 5,
+            "round_deadline_seconds": 600,
             "label_cap": 500,
             "cost_cap": "25.5",
             "annotator_daily_cap": 100,
             "human_label_cost": "0.05",
             "judge_call_cost": "0.001",
+            "judge_token_cost": "0.0000002",
         }
         response = client_for(researcher).post(CAMPAIGNS, payload, format="json")
         assert response.status_code == 201, response.content
@@ -102,6 +107,11 @@ class TestCreate:
             "judge_config",
             "policy_config",
             "reward_config",
+            "max_rounds",
+            "eval_every",
+            "periodic_tau",
+            "round_deadline_seconds",
+            "mixed_fraction",
         ]:
             assert body[field] == payload[field] == getattr(campaign, field), field
         budget = Budget.objects.get(campaign=campaign)
@@ -112,7 +122,9 @@ class TestCreate:
         )
         assert budget.human_label_cost == Decimal("0.05")
         assert budget.judge_call_cost == Decimal("0.001")
+        assert budget.judge_token_cost == Decimal("0.0000002")
         assert body["budget"]["label_cap"] == 500
+        assert Decimal(body["budget"]["judge_token_cost"]) == Decimal("0.0000002")
 
     def test_omitted_fields_take_the_defaults(self, client_for, researcher):
         response = client_for(researcher).post(CAMPAIGNS, {"name": "Minimal"}, format="json")

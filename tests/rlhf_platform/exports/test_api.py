@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import io
 import json
 
@@ -9,8 +10,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
 from rest_framework.test import APIClient
 
+from rlhf_platform.exports import services
 from rlhf_platform.labeling.models import Comparison
 from tests.conftest import make_campaign, make_user
 from tests.rlhf_platform.insights.seed import seed_campaign
@@ -24,6 +28,10 @@ def _client(user) -> APIClient:
     return client
 
 
+def _body(response) -> bytes:
+    return b"".join(response.streaming_content)
+
+
 @pytest.fixture
 def seeded(researcher, annotator, other_annotator):
     return seed_campaign(researcher, [annotator, other_annotator])
@@ -33,9 +41,9 @@ def test_preferences_download(researcher, seeded):
     response = _client(researcher).get(
         f"/api/v1/campaigns/{seeded.pk}/exports/preferences/?form=conversational&ties=keep"
     )
-    assert response.status_code == 200
+    assert response.status_code == 200 and response.streaming
     assert response["Content-Type"] == "application/x-ndjson"
-    rows = [json.loads(line) for line in response.content.decode().splitlines()]
+    rows = [json.loads(line) for line in _body(response).decode().splitlines()]
     assert len(rows) == 18 and set(rows[0]) == {
         "prompt",
         "chosen",
@@ -51,9 +59,50 @@ def test_labels_download_as_parquet(researcher, seeded):
     response = _client(researcher).get(
         f"/api/v1/campaigns/{seeded.pk}/exports/labels/?file_format=parquet&source=human"
     )
-    assert response.status_code == 200
-    table = pq.read_table(io.BytesIO(response.content))
+    assert response.status_code == 200 and response.streaming
+    table = pq.read_table(io.BytesIO(_body(response)))
     assert table.num_rows == 12 and set(table.column("source").to_pylist()) == {"human"}
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv", "parquet"])
+def test_exports_stream_from_the_database_in_chunks(researcher, seeded, monkeypatch, fmt):
+    # One chunk per row for the text formats (one per row group for Parquet): the file is
+    # sent as it is written, never built whole in memory first.
+    monkeypatch.setattr(services, "STREAM_CHUNK_BYTES", 1)
+    with CaptureQueriesContext(connection) as queries:
+        response = _client(researcher).get(
+            f"/api/v1/campaigns/{seeded.pk}/exports/labels/?file_format={fmt}"
+        )
+        before = len(queries)
+        assert response.status_code == 200 and response.streaming
+        assert response["Content-Disposition"] == (
+            f'attachment; filename="campaign-{seeded.pk}-labels.{fmt}"'
+        )
+        chunks = list(response.streaming_content)
+    # The labels are read while the body streams (after the view returned), not before.
+    reads = [q["sql"] for q in queries.captured_queries[before:]]
+    assert any("labeling_label" in sql for sql in reads)
+    expected = list(services.label_records(campaign=seeded))
+    assert len(expected) == 18
+    body = b"".join(chunks)
+    if fmt == "jsonl":
+        assert len(chunks) == 18
+        assert [json.loads(line) for line in body.decode().splitlines()] == expected
+    elif fmt == "csv":
+        assert len(chunks) == 19  # the header, then one per row
+        rows = list(csv.DictReader(io.StringIO(body.decode())))
+        assert [int(r["label_id"]) for r in rows] == [r["label_id"] for r in expected]
+        assert [r["choice"] for r in rows] == [r["choice"] for r in expected]
+    else:
+        table = pq.read_table(io.BytesIO(body))
+        assert table.to_pylist() == expected
+
+
+def test_the_preference_export_streams_the_same_rows_as_the_service(researcher, seeded):
+    response = _client(researcher).get(f"/api/v1/campaigns/{seeded.pk}/exports/preferences/")
+    assert response.streaming
+    rows = [json.loads(line) for line in _body(response).decode().splitlines()]
+    assert rows == list(services.preference_records(campaign=seeded))
 
 
 def test_a_bad_parameter_is_a_400_with_a_code(researcher, seeded):

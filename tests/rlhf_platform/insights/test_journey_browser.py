@@ -201,6 +201,9 @@ def test_a_researcher_runs_a_campaign_end_to_end_in_the_browser(
     a_context, a = _login(browser, base, annotator.username, viewport=NARROW)
     a.goto(f"{base}/campaigns/{campaign.pk}/label/")
     a.wait_for_function("() => window.htmx !== undefined")
+    a.get_by_role("button", name="Next pair").click()  # the POST that leases
+    a.wait_for_function("() => document.getElementById('workspace').dataset.state === 'labeling'")
+    a.wait_for_timeout(450)  # past the page's guard against double presses
     choice = a.locator("#label-form button[value='A']")
     box = choice.bounding_box()
     assert box and box["y"] + box["height"] <= NARROW["height"], "answer buttons below the fold"
@@ -300,6 +303,13 @@ def test_the_answer_buttons_fit_the_window_and_the_help_overlays(
         context, page = _login(browser, live_server.url, annotator.username, viewport=viewport)
         page.goto(f"{live_server.url}/campaigns/{campaign.pk}/label/")
         page.wait_for_function("() => window.htmx !== undefined")
+        if page.get_attribute("#workspace", "data-state") == "ready":
+            page.get_by_role("button", name="Next pair").click()  # the POST that leases
+            page.wait_for_function(
+                "() => document.getElementById('workspace').dataset.state === 'labeling'"
+            )
+            # Measure from the top of the page, as loaded (the swap scrolled to the pair).
+            page.evaluate("() => window.scrollTo(0, 0)")
         for value in ("A", "B", "tie", "both_bad"):
             box = page.locator(f"#label-form button[value='{value}']").bounding_box()
             assert box and 0 <= box["y"] and box["y"] + box["height"] <= viewport["height"], (

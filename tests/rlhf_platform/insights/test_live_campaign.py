@@ -39,4 +39,5 @@ def test_pages_read_what_the_engine_wrote(client, researcher):
     assert 'data-chart="win-rate" data-points="2"' in html
     assert 'data-chart="acquisition-scores" data-points="8"' in html
     export = client.get(f"/api/v1/campaigns/{campaign.pk}/exports/labels/")
-    assert export.status_code == 200 and len(export.content.splitlines()) == 8
+    body = b"".join(export.streaming_content)
+    assert export.status_code == 200 and len(body.splitlines()) == 8

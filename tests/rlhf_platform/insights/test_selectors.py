@@ -11,6 +11,7 @@ from django.utils import timezone
 
 from rlhf_platform.errors import NotFound, PermissionDenied
 from rlhf_platform.insights import selectors
+from rlhf_platform.labeling.models import Label
 from tests.conftest import make_campaign, make_user
 
 pytestmark = pytest.mark.django_db
@@ -177,3 +178,19 @@ def test_a_researcher_sees_only_their_campaigns(seeded, db):
 def test_admin_sees_every_campaign(seeded, admin_user):
     assert selectors.get_campaign_for_budget(admin_user, seeded.pk) == seeded
     assert seeded in selectors.budget_campaigns(admin_user)
+
+
+def test_both_bad_is_left_out_of_the_human_share_as_in_training(seeded, annotator):
+    # c3: anna said tie, otto A; the judge's P(A) is 0.7. As "both bad", anna's label has no
+    # training target, so the human share of A is otto's alone (1.0, gap 0.3), while kappa
+    # still counts it as "no preference", exactly like the tie it replaces.
+    before = selectors.human_judge_agreement(seeded)
+    Label.objects.filter(campaign=seeded, annotator=annotator, choice="tie").update(
+        choice="both_bad"
+    )
+    after = selectors.human_judge_agreement(seeded)
+    c3 = next(r for r in after.disagreements if r.prompt == "Seeded prompt 3?")
+    assert c3.human_share_a == pytest.approx(1.0)
+    assert c3.gap == pytest.approx(0.3)
+    assert after.kappa == pytest.approx(before.kappa)
+    assert after.agreement == pytest.approx(before.agreement)

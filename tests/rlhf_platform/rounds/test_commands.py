@@ -60,7 +60,7 @@ def test_create_run_and_show_a_campaign_from_the_command_line(tmp_path, research
     call_command("campaign_status", str(campaign.pk), stdout=status)
     text = status.getvalue()
     assert "labels 6 / 100" in text and "round   0 done" in text and "win " in text
-    call_command("campaign_state", "cli-campaign", "pause", stdout=out)
+    call_command("campaign_state", "cli-campaign", "pause", actor="rita", stdout=out)
     campaign.refresh_from_db()
     assert campaign.state == "paused"
     with pytest.raises(CommandError, match="is paused"):

@@ -28,11 +28,11 @@ from rlhf_platform.campaigns.models import (
 from rlhf_platform.campaigns.services import (
     campaign_add_member,
     campaign_create,
-    campaign_set_state,
     comparisons_import_pairs,
 )
 from rlhf_platform.campaigns.specs import campaign_create_from_spec, load_spec
 from rlhf_platform.errors import ServiceError
+from rlhf_platform.insights.services import campaign_state_audited
 
 DEMO_DIR = Path(settings.BASE_DIR) / "data" / "demo"
 DEMO_PAIRS = DEMO_DIR / "pairs.jsonl"
@@ -179,7 +179,7 @@ class Command(BaseCommand):
             count = comparisons_import_pairs(campaign=campaign, pairs=records, source="demo")
             self.stdout.write(f"Imported {count} comparisons from {source.name}")
         if campaign.state == CampaignState.DRAFT:
-            campaign_set_state(campaign=campaign, action="start")
+            campaign_state_audited(actor=users["researcher"], campaign=campaign, action="start")
             self.stdout.write("Started the campaign")
         else:
             self.stdout.write(f"Campaign is {campaign.state}")
