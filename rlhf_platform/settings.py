@@ -198,6 +198,7 @@ SPECTACULAR_SETTINGS = {
         "CampaignStateEnum": "rlhf_platform.campaigns.models.CampaignState",
         "RoundStateEnum": "rlhf_platform.campaigns.models.RoundState",
         "ImportFormatEnum": ["jsonl", "csv", "parquet"],
+        "ChoiceEnum": ["A", "B", "tie", "both_bad"],  # a label's choice, a gold answer
     },
     "COMPONENT_SPLIT_REQUEST": True,
     "POSTPROCESSING_HOOKS": [

@@ -63,7 +63,7 @@ class Thresholds:
 
     min_labels: int = 20
     #: Spam / random: the upper bound of the reliability interval is below this.
-    spam_reliability: float = 0.3
+    spam_reliability: float = 0.4
     #: Position-only: the Wilson bound of the first (or second) position share is beyond this.
     position_share: float = 0.8
     #: Too fast: median seconds per label below this.
