@@ -281,6 +281,13 @@ def main(argv: list[str] | None = None) -> int:
     # The benchmark refits the rater model itself at fixed points; no Celery task is sent.
     labeling.refit_soon = lambda campaign_id: None
     started = time.time()
+    # A database of its own, never the test suite's test_<name> (a pytest run beside the
+    # benchmark would drop it).
+    from django.db import connections
+
+    connections["default"].settings_dict.setdefault("TEST", {})["NAME"] = (
+        f"bench_raters_{os.getpid()}"
+    )
     old = setup_databases(verbosity=0, interactive=False)
     try:
         runs = []

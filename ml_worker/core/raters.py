@@ -61,7 +61,7 @@ _SWAP = np.array([1, 0, 2, 3])  # shown <-> canonical when B was shown first
 class Thresholds:
     """When a rater is flagged. ``min_labels``: no flag before that many labels."""
 
-    min_labels: int = 20
+    min_labels: int = 30
     #: Spam / random: the upper bound of the reliability interval is below this.
     spam_reliability: float = 0.4
     #: Position-only: the Wilson bound of the first (or second) position share is beyond this.

@@ -99,6 +99,16 @@ class CampaignDefinition(serializers.Serializer):
     judge_config = JsonObjectField(required=False)
     policy_config = JsonObjectField(required=False)
     reward_config = JsonObjectField(required=False)
+
+    def validate_reward_config(self, value: dict[str, Any]) -> dict[str, Any]:
+        # Issue 20: checked here, not only when the first round builds the reward model.
+        weighting = value.get("rater_weighting", "off")
+        if weighting not in RATER_WEIGHTINGS:
+            raise serializers.ValidationError(
+                f"rater_weighting is one of {', '.join(RATER_WEIGHTINGS)}, not {weighting!r}."
+            )
+        return value
+
     label_cap = serializers.IntegerField(
         min_value=0, max_value=INT32_MAX, required=False, allow_null=True
     )
@@ -127,6 +137,9 @@ class CampaignDefinition(serializers.Serializer):
         if problems:
             raise serializers.ValidationError(problems)
         return attrs
+
+
+RATER_WEIGHTINGS = ("off", "weighted")
 
 
 def judge_problems(mode: str, judge: dict[str, Any], share: float | None) -> dict[str, list[str]]:

@@ -81,3 +81,14 @@ def test_a_spec_file_takes_every_setting_of_the_definition(researcher):
     assert (campaign.max_rounds, campaign.eval_every, campaign.periodic_tau) == (3, 2, 5)
     assert (campaign.round_deadline_seconds, campaign.mixed_fraction) == (600, 0.25)
     assert str(campaign.budget.judge_token_cost) == "0.0000020000"
+
+
+def test_reward_config_rater_weighting_is_checked():
+    from rlhf_platform.campaigns.definition import campaign_validate
+
+    _, errors = campaign_validate({"name": "w", "reward_config": {"rater_weighting": "on"}})
+    assert "rater_weighting" in errors["reward_config"][0]
+    clean, errors = campaign_validate(
+        {"name": "w", "reward_config": {"rater_weighting": "weighted"}}
+    )
+    assert not errors and clean["reward_config"] == {"rater_weighting": "weighted"}

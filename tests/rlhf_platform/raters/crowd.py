@@ -20,7 +20,7 @@ from tests.conftest import make_user
 SWAP = {"A": "B", "B": "A"}
 
 
-def crowd_campaign(owner, *, pairs: int = 40, gold: int = 8, seed: int = 0):
+def crowd_campaign(owner, *, pairs: int = 60, gold: int = 8, seed: int = 0):
     rng = random.Random(seed)
     campaign = campaign_create(owner=owner, name="Crowd", labels_per_comparison=3)
     truth = {}

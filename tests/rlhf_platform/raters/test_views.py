@@ -65,7 +65,7 @@ def test_the_page_escapes_what_it_shows(researcher, annotator):
     assert "<script>alert" not in html and "&lt;script&gt;alert" in html
 
 
-def test_gold_answers_never_leak_to_the_annotators_page(researcher, annotator):
+def test_gold_answers_never_leak_to_the_annotators_page(researcher, annotator, monkeypatch):
     campaign = make_campaign(researcher, members=(annotator,), pairs=3, start=False)
     comparisons_import_pairs(
         campaign=campaign,
@@ -83,7 +83,8 @@ def test_gold_answers_never_leak_to_the_annotators_page(researcher, annotator):
     gold_rate_set(actor=researcher, campaign=campaign, rate=0.5)
     gold_ids = set(GoldPair.objects.values_list("comparison_id", flat=True))
     client = _client(annotator)
-    random.seed(0)
+    seeded = random.Random(4)  # the views draw the order and the gold from SystemRandom
+    monkeypatch.setattr(random, "SystemRandom", lambda: seeded)
     pages = {True: [], False: []}
     for _ in range(6):
         html = client.get(f"/campaigns/{campaign.pk}/label/").content.decode()
@@ -112,3 +113,27 @@ def test_gold_answers_never_leak_to_the_annotators_page(researcher, annotator):
     gold_page = next(h for i, h in pages[True] if i > 0)
     other_page = next(h for i, h in pages[False] if i > 0)
     assert skeleton(gold_page) == skeleton(other_page)
+
+
+def test_the_label_browser_marks_a_pair_as_gold(researcher, annotator):
+    campaign = make_campaign(researcher, members=(annotator,), pairs=2)
+    from rlhf_platform.labeling.services import comparison_next, label_submit
+
+    lease = comparison_next(annotator=annotator, campaign_id=campaign.pk).lease
+    label_submit(annotator=annotator, lease_id=lease.pk, choice="A", idempotency_key="m")
+    client = _client(researcher)
+    labels_url = f"/research/campaigns/{campaign.pk}/labels/"
+    html = client.get(labels_url).content.decode()
+    assert "Mark this pair as gold" in html
+    response = client.post(
+        f"/research/campaigns/{campaign.pk}/raters/gold/",
+        {"comparison_id": str(lease.comparison_id), "answer": "B", "next": labels_url},
+    )
+    assert response.status_code == 302 and response["Location"] == labels_url
+    assert GoldPair.objects.get(source_id=lease.comparison_id).answer == "B"
+    # An outside address is never a redirect target.
+    response = client.post(
+        f"/research/campaigns/{campaign.pk}/raters/gold/",
+        {"rate": "0.1", "next": "https://evil.example/"},
+    )
+    assert response["Location"] == f"/research/campaigns/{campaign.pk}/raters/"
