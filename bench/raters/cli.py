@@ -100,6 +100,18 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
         if needed["weighted"] and needed["unweighted"]
         else None
     )
+    # The same question at every budget: the labels weighted (or excluded) training needs to
+    # reach what unweighted training reaches with b labels, over b (less fragile than the
+    # largest budget alone when the unweighted curve is flat there).
+    by_budget = []
+    for row in acc["unweighted"]:
+        entry = {"labels": row["labels"], "unweighted_accuracy": row["mean"]}
+        for mode in ("weighted", "excluded"):
+            n = labels_needed([(r["labels"], r["mean"]) for r in acc[mode]], row["mean"])
+            entry[mode] = None if n is None else n / row["labels"]
+            # Already there at the grid's first budget: the ratio is an upper bound.
+            entry[f"{mode}_upper_bound"] = n is not None and n <= budgets[0]
+        by_budget.append(entry)
     bad = [(run["seed"], r) for run in runs for r in run["raters"] if r["bad"]]
     flag_labels = [r["first_flagged_at_labels"] for _, r in bad]
     good_flagged = sorted(
@@ -120,6 +132,7 @@ def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "target_accuracy": target,
         "labels_needed": needed,
         "weighted_over_unweighted": ratio,
+        "label_ratios_by_budget": by_budget,
         "goal_ratio_met": ratio is not None and ratio <= GOAL_RATIO,
         "spearman_by_budget": spearman,
         "spearman_final_mean": sum(final_rho) / len(final_rho) if final_rho else None,
@@ -186,6 +199,22 @@ def table(summary: dict[str, Any], meta: dict[str, Any]) -> str:
         )
         + f" (goal <= {GOAL_RATIO}: {'met' if summary['goal_ratio_met'] else 'not met'}).",
         "",
+        "Labels each needs to reach what unweighted reaches with b labels, over b:",
+        "",
+        "| b | unweighted accuracy | weighted / unweighted | excluded / unweighted |",
+        "|---|---|---|---|",
+        *[
+            f"| {e['labels']} | {e['unweighted_accuracy']:.3f} | "
+            + " | ".join(
+                "-"
+                if e[m] is None
+                else ("<= " if e.get(f"{m}_upper_bound") else "") + f"{e[m]:.2f}"
+                for m in ("weighted", "excluded")
+            )
+            + " |"
+            for e in summary["label_ratios_by_budget"]
+        ],
+        "",
         "Spearman of estimated against true reliability at the largest budget, mean over seeds: "
         + (
             "n/a"
@@ -245,7 +274,20 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budgets", type=int, nargs="+", default=None)
     parser.add_argument("--prompts", type=int, default=80, help="synthetic prompts")
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument(
+        "--report", type=Path, default=None, help="re-render the outputs of a results.json"
+    )
     args = parser.parse_args(argv)
+    if args.report:
+        data = json.loads(args.report.read_text())
+        summary = summarize(data["runs"])
+        data["summary"] = summary
+        args.report.write_text(json.dumps(data, indent=1, default=str))
+        text = table(summary, data["meta"])
+        (args.report.parent / "table.md").write_text(text)
+        plot(summary, args.report.parent)
+        print(text)
+        return 0
 
     import django
 

@@ -365,6 +365,7 @@ def run_seed(
                 "gold": [e.get("gold_correct"), e.get("n_gold")],
                 "flags": [f["code"] for f in e.get("flags", [])],
                 "first_flagged_at_labels": first_flag.get(r.name, {}).get("labels"),
+                "first_flags": first_flag.get(r.name, {}).get("flags"),
                 "bad": r.kind in BAD_KINDS,
             }
         )
