@@ -75,6 +75,8 @@ from rlhf_platform.labeling.services import (
     label_record,
     leases_expire_with_comparisons,
 )
+from rlhf_platform.raters.selectors import left_out_q
+from rlhf_platform.raters.services import label_weights, refit_soon
 from rlhf_platform.rounds import dispatch
 from rlhf_platform.rounds.state import (
     new_token,
@@ -578,6 +580,7 @@ def _record_judgment(comparison: Comparison, swapped: bool, result: Any, judge_n
         judge_prob_a=prob_a,
         tokens=result.tokens_in + result.tokens_out,
     )
+    refit_soon(comparison.campaign_id)  # the judge is a rater too (issue 20)
 
 
 def _complete_q() -> Q:
@@ -631,9 +634,21 @@ def _label_features(featurizer: Any, labels: list[Label]) -> tuple[torch.Tensor,
     return a, b
 
 
+def _rater_weights(
+    trainer: ENNTrainer, campaign: Campaign, labels: list[Label]
+) -> torch.Tensor | None:
+    """Each label's rater reliability when ``reward_config["rater_weighting"]`` is
+    "weighted" (issue 20), else None (every label counts 1)."""
+    if trainer.config.rater_weighting != "weighted":
+        return None
+    weights = label_weights(campaign_id=campaign.pk, labels=labels)
+    return torch.tensor(weights, dtype=torch.float32)
+
+
 def _labels_q(**filters: Any):
     return (
         Label.objects.filter(**filters, flagged_at__isnull=True)  # flagged: left out
+        .exclude(left_out_q())  # excluded raters and gold pairs: left out (issue 20)
         .select_related("comparison__response_a__prompt", "comparison__response_b__prompt")
         .order_by("id")
     )
@@ -701,7 +716,8 @@ def _learn(rnd: Round, token: str) -> str:
             r_metrics = {"labels": len(labels)}
             if labels:
                 fa, fb = _label_features(featurizer, labels)
-                r_metrics |= trainer.step(fa, fb, targets)
+                lw = _rater_weights(trainer, campaign, labels)
+                r_metrics |= trainer.step(fa, fb, targets, label_weights=lw)
             _beat(rnd, token)
             policy = learner.load_policy(spec, artifact_path(policy_v))
             p_metrics = _incremental_policy_step(policy, trainer, featurizer, rnd, spec)
@@ -712,7 +728,8 @@ def _learn(rnd: Round, token: str) -> str:
             r_metrics = {"labels": len(labels)}
             if labels:
                 fa, fb = _label_features(featurizer, labels)
-                r_metrics |= trainer.refit(fa, fb, targets)
+                lw = _rater_weights(trainer, campaign, labels)
+                r_metrics |= trainer.refit(fa, fb, targets, label_weights=lw)
             _beat(rnd, token)
             policy = learner.load_policy(
                 spec, artifact_path(_initial_version(campaign, ModelKind.POLICY))
