@@ -52,6 +52,7 @@ INSTALLED_APPS = [
     "rlhf_platform.budgets",
     "rlhf_platform.insights",
     "rlhf_platform.exports",
+    "rlhf_platform.raters",
     "annotator_ui",
 ]
 
@@ -62,6 +63,7 @@ MIGRATION_MODULES = {
     "labeling": "migrations.labeling",
     "budgets": "migrations.budgets",
     "insights": "migrations.insights",
+    "raters": "migrations.raters",
 }
 
 MIDDLEWARE = [
@@ -196,6 +198,7 @@ SPECTACULAR_SETTINGS = {
         "CampaignStateEnum": "rlhf_platform.campaigns.models.CampaignState",
         "RoundStateEnum": "rlhf_platform.campaigns.models.RoundState",
         "ImportFormatEnum": ["jsonl", "csv", "parquet"],
+        "ChoiceEnum": ["A", "B", "tie", "both_bad"],  # a label's choice, a gold answer
     },
     "COMPONENT_SPLIT_REQUEST": True,
     "POSTPROCESSING_HOOKS": [
@@ -257,6 +260,7 @@ CELERY_TASK_ROUTES = {
     "judges.trial": {"queue": "judge"},
     "rounds.sweep": {"queue": "default"},
     "labeling.*": {"queue": "default"},
+    "raters.*": {"queue": "default"},
 }
 CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 3600, minimum=1)
 CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 3300, minimum=1)

@@ -35,7 +35,6 @@ from ml_worker.core.features import CachedFeaturizer, LMFeaturizer, Prefix
 
 ROOT = Path(__file__).resolve().parents[2]
 PACK = ROOT / "bench/data/pool_features.npz"
-PACK_SUM = ROOT / "bench/data/pool_features.sha256"
 ROW_CACHE = ROOT / "var/bench/label_efficiency/feature-rows"
 
 #: Columns after the features in a likelihood row.
@@ -147,7 +146,12 @@ def write_pack(rows: Tensor, digest: str, P: int, C: int, path: Path = PACK) -> 
         pool_digest=np.array(digest),
     )
     os.replace(tmp, path)
-    PACK_SUM.write_text(f"{file_sha256(path)}  {path.name}\n")
+    sum_path(path).write_text(f"{file_sha256(path)}  {path.name}\n")
+
+
+def sum_path(path: Path) -> Path:
+    """The checksum file beside a pack (`pool_features.sha256` beside `pool_features.npz`)."""
+    return path.with_suffix(".sha256")
 
 
 def read_pack_digest(path: Path = PACK) -> str:
@@ -159,10 +163,10 @@ def read_pack_digest(path: Path = PACK) -> str:
 def read_pack(digest: str, path: Path = PACK) -> tuple[Tensor, Tensor]:
     """(features float32 [P, C, D], loglik [P, C, 3]) from the shipped file, after checking its
     sha256 and that it was computed for this pool."""
-    expected = PACK_SUM.read_text().split()[0]
+    expected = sum_path(path).read_text().split()[0]
     actual = file_sha256(path)
     if actual != expected:
-        raise ValueError(f"{path}: sha256 {actual} differs from {PACK_SUM.name} ({expected})")
+        raise ValueError(f"{path}: sha256 {actual} differs from {sum_path(path).name} ({expected})")
     with np.load(path) as data:
         if str(data["pool_digest"]) != digest:
             raise ValueError(
@@ -201,7 +205,7 @@ def main(argv: list[str] | None = None) -> None:
         prompts = [r["prompt"] for r in rows]
         pool = [[resp["text"] for resp in r["responses"]] for r in rows]
         write_pack(out, pool_digest(prompts, pool), len(rows), step)
-        print(f"wrote {PACK} ({PACK.stat().st_size / 1e6:.1f} MB) and {PACK_SUM.name}")
+        print(f"wrote {PACK} ({PACK.stat().st_size / 1e6:.1f} MB) and {sum_path(PACK).name}")
     else:
         print(f"shard {k}/{n} of {len(flat_r)} rows cached under {ROW_CACHE}")
 

@@ -14,9 +14,10 @@ on a Celery worker with PostgreSQL and Redis. After each round the exact win rat
 round's policy version against the initial policy is computed exactly as `sim.run` computes
 it, and the two series must agree.
 
-Only the online family (online, online without nudge, infomax, double Thompson sampling)
-runs as a campaign: a campaign is one budget, while the simulation's offline and periodic
-runs refit at every budget of a grid.
+Every algorithm runs as a campaign. A campaign is one budget: the simulation evaluates each
+budget of its grid as the end of a campaign of that budget (`ml_worker.core.rounds`), so the
+two are compared after each round where the campaign has a new policy: every round online,
+periodic's refits every `periodic_tau` rounds and at the last round, offline's at the last.
 
 The two agree exactly when the oracle's rewards computed by the judge during the campaign
 equal the environment's (always with the oracle's `hashing` encoder; with all-MiniLM-L6-v2 up
@@ -36,6 +37,7 @@ from pathlib import Path
 
 import torch
 
+from ml_worker.core import rounds
 from ml_worker.core.evaluation import exact_pair_win_probs
 from ml_worker.core.policies.pool import PoolPolicy
 
@@ -44,8 +46,10 @@ from .env import PoolEnv
 
 ROOT = Path(__file__).resolve().parents[2]
 
-#: The simulation's online algorithms as campaign fields.
+#: The simulation's algorithms as campaign fields (algorithm, acquisition rule).
 CAMPAIGN_ALGORITHMS = {
+    "offline": ("offline", "uniform"),
+    "periodic": ("periodic", "uniform"),
     "online": ("online", "uniform"),
     "online_no_nudge": ("online", "uniform"),
     "infomax": ("infomax", "infomax"),
@@ -72,8 +76,15 @@ def setup_platform_in(work: Path) -> None:
 
 
 def write_pool_package(env: PoolEnv, path: Path) -> Path:
-    """The pool package of `env` (its texts and features) for `policy_config.path`."""
-    PoolPolicy(env.pool, env.features, env.prompts).save(Path(path), include_pool=True)
+    """The pool package of `env` for `policy_config.path`: its texts, the learner's features,
+    the initial policy's logits and whether the policy has per-prompt capacity."""
+    PoolPolicy(
+        env.pool,
+        env.features,
+        env.prompts,
+        base_logits=env.base_logits,
+        per_prompt=env.per_prompt,
+    ).save(Path(path), include_pool=True)
     return Path(path)
 
 
@@ -112,7 +123,7 @@ def campaign_fields(
     """`campaign_create` keyword arguments of the campaign that `sim.run` mirrors."""
     if algorithm not in CAMPAIGN_ALGORITHMS:
         raise ValueError(
-            f"{algorithm!r} does not run as one campaign; choose from {list(CAMPAIGN_ALGORITHMS)}"
+            f"unknown algorithm {algorithm!r}; choose from {list(CAMPAIGN_ALGORITHMS)}"
         )
     algo = sim.ALGORITHMS[algorithm]
     kind, rule = CAMPAIGN_ALGORITHMS[algorithm]
@@ -126,6 +137,7 @@ def campaign_fields(
         "responses_per_prompt": setup.samples_per_prompt,
         "max_rounds": rounds,
         "eval_every": rounds,
+        "periodic_tau": setup.periodic_tau,
         "seed": seed,
         "label_cap": budget,
         "policy_config": {
@@ -166,8 +178,8 @@ def create_campaign(owner, name: str, env: PoolEnv, **fields):
 
 
 def campaign_win_rates(env: PoolEnv, campaign, package: Path) -> list[dict]:
-    """After each round of `campaign`: labels so far, rounds, and the exact win rate of the
-    round's policy version against the initial policy on the evaluation prompts."""
+    """After each round of `campaign` that made a policy version: labels so far, rounds, and
+    the exact win rate of that version against the initial policy on the evaluation prompts."""
     from rlhf_platform.campaigns.models import ModelKind, ModelVersion
     from rlhf_platform.labeling.models import Label
     from rlhf_platform.rounds.services import artifact_path
@@ -178,7 +190,11 @@ def campaign_win_rates(env: PoolEnv, campaign, package: Path) -> list[dict]:
     out, labels = [], 0
     for rnd in campaign.rounds.order_by("index"):
         labels += Label.objects.filter(comparison__round=rnd).count()
-        version = ModelVersion.objects.get(campaign=campaign, kind=ModelKind.POLICY, round=rnd)
+        version = ModelVersion.objects.filter(
+            campaign=campaign, kind=ModelKind.POLICY, round=rnd
+        ).first()
+        if version is None:
+            continue  # offline and periodic learn only in some rounds
         policy = PoolPolicy.load(artifact_path(version), pool_from=pool)
         win = exact_pair_win_probs(
             env.rewards[eval_idx], policy.probs(eval_idx), base, temperature=env.temperature
@@ -190,9 +206,17 @@ def campaign_win_rates(env: PoolEnv, campaign, package: Path) -> list[dict]:
 def sim_win_rates(
     env: PoolEnv, algorithm: str, hp: sim.Hparams, setup: sim.Setup, *, seed: int, budget: int
 ) -> list[dict]:
-    """`sim.run` evaluated after every round of the campaign's budget."""
+    """`sim.run` evaluated after every round of the campaign's budget where the campaign makes
+    a policy version (`ml_worker.core.rounds`)."""
     B = prompts_per_round(env, setup)
-    budgets = [min(budget, B * (r + 1)) for r in range(math.ceil(budget / B))]
+    n = math.ceil(budget / B)
+    schedule = sim.ALGORITHMS[algorithm].schedule
+    budgets = [
+        min(budget, B * (r + 1))
+        for r in range(n)
+        if schedule == rounds.ONLINE
+        or rounds.refits(schedule, r, last=r == n - 1, periodic_tau=setup.periodic_tau)
+    ]
     return sim.run(
         env,
         sim.ALGORITHMS[algorithm],

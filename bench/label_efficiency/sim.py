@@ -15,18 +15,22 @@ rater, on tensors instead of database rows:
   (`parity.py` runs both and compares);
 - a label budget counts labels, not rounds: a round that would exceed the budget labels
   only its first `remaining` prompts;
+- the schedule is the platform's (`ml_worker.core.rounds`), and each budget of the grid is
+  evaluated as the end of a campaign of that budget:
 - **offline**: the sampling policy is always the initial one; at each budget checkpoint the
   reward model is refit from its initial weights on all labels so far and a fresh policy is
   optimized against it (`unlabeled_signals`, best-vs-worst with the nudge);
-- **periodic**: like offline, but the refit policy becomes the sampling policy after each
-  checkpoint (refits at every budget of the grid, so the periods double);
+- **periodic**: the same refit every `Setup.periodic_tau` rounds, whose policy then samples the
+  next rounds, and at each budget checkpoint (evaluated; the sampler of the longer run does not
+  change there unless the checkpoint falls on a period's end);
 - **online** (with or without the nudge), **infomax** (information-directed) and **double_ts**
   (double Thompson sampling): one incremental reward-model step (`ENNTrainer.step`, with
   replay) and one REINFORCE policy step (`reinforce_signals`: labeled pair and its reverse,
   best-vs-worst and its reverse, signal p - 1/2 + nudge) per round.
 
 Offline and periodic optimize the policy for as many steps as online takes rounds at that
-budget (ceil(labels / B)), so every algorithm gets the same number of policy-gradient steps.
+budget (ceil(labels / B)), so every algorithm gets the same number of policy-gradient steps;
+their prompts and samples draw from the seeds the platform's learning step uses.
 
 Win rate: the exact expected probability that the policy's sample beats the initial policy's
 sample under the oracle's Bradley-Terry model, averaged over the evaluation prompts
@@ -37,13 +41,13 @@ sample under the oracle's Bradley-Terry model, averaged over the evaluation prom
 from __future__ import annotations
 
 import functools
-import math
 import random
 from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
 
+from ml_worker.core import rounds as rounds_mod
 from ml_worker.core import seeds
 from ml_worker.core.acquisition import select_pairs
 from ml_worker.core.enn import ENNConfig, ENNTrainer
@@ -58,7 +62,7 @@ from .env import PoolEnv
 @dataclass(frozen=True)
 class Algorithm:
     name: str
-    schedule: str  # "offline" | "periodic" | "online"
+    schedule: str  # ml_worker.core.rounds: OFFLINE | PERIODIC | ONLINE
     rule: str  # acquisition rule
     nudged: bool = True  # False: the nudge is held at 0 (the "tanking" ablation)
 
@@ -92,6 +96,7 @@ class Setup:
 
     prompts_per_round: int = 64  # B
     samples_per_prompt: int = 16  # K
+    periodic_tau: int = 16  # periodic refits every tau rounds (PROTOCOL.md)
     reward: dict = field(
         default_factory=lambda: {
             # Narrower than the platform's defaults (a 48-candidate pool, not a 9B backbone),
@@ -129,7 +134,6 @@ def run(
     B = min(setup.prompts_per_round, len(train_idx))
     K = setup.samples_per_prompt
     nudge = hp.nudge if algorithm.nudged else 0.0
-    gen = torch.Generator().manual_seed(seed)  # offline / periodic policy optimization only
     train_rows = train_idx.tolist()
     reward_cfg = ENNConfig.from_dict(
         {**setup.reward, "feature_dim": env.features.shape[-1], "seed": seed}
@@ -137,9 +141,21 @@ def run(
     trainer = ENNTrainer(reward_cfg)
     initial = _new_policy(env, hp)
     base_probs = initial.probs(eval_idx)
-    sampler = initial if algorithm.schedule != "online" else _new_policy(env, hp)
+    sampler = initial if algorithm.schedule != rounds_mod.ONLINE else _new_policy(env, hp)
+    policy = sampler
     collected: list[tuple[Tensor, Tensor, Tensor]] = []  # (features a, features b, targets)
     labels = rounds = 0
+    refit_after = -1  # the round after which `policy` was refit (offline / periodic)
+
+    def refit(round_index: int) -> PoolPolicy:
+        """A refit after `round_index`, as the platform's learning step makes it."""
+        fa, fb, t = (torch.cat(parts) for parts in zip(*collected, strict=True))
+        trainer.refit(fa, fb, t)
+        fresh = _new_policy(env, hp)
+        _optimize(env, fresh, trainer, train_rows, seed=seed, round_index=round_index, B=B, K=K,
+                  nudge=nudge)  # fmt: skip
+        return fresh
+
     results = []
     for budget in budgets:
         while labels < budget:
@@ -166,8 +182,7 @@ def run(
             feats = feats.reshape(B, K, -1)
             fa, fb = feats[rows, sel.a][:n], feats[rows, sel.b][:n]
             labels += n
-            rounds += 1
-            if algorithm.schedule == "online":
+            if algorithm.schedule == rounds_mod.ONLINE:
                 trainer.step(fa, fb, targets)
                 point, _ = group_rewards(trainer, feats.reshape(B * K, -1), B, K)
                 pairs = torch.stack([sel.a[:n], sel.b[:n]], dim=1)
@@ -175,25 +190,19 @@ def run(
                 sampler.update_indices(prompt_idx[:n][p_i], cand[:n][p_i, r_i], signal)
             else:
                 collected.append((fa, fb, targets))
-        if algorithm.schedule == "online":
+                if rounds_mod.switches_sampler(
+                    algorithm.schedule, rounds, periodic_tau=setup.periodic_tau
+                ):
+                    sampler = policy = refit(rounds)
+                    refit_after = rounds
+            rounds += 1
+        if algorithm.schedule == rounds_mod.ONLINE:
             policy = sampler
-        else:
-            fa, fb, t = (torch.cat(parts) for parts in zip(*collected, strict=True))
-            trainer.refit(fa, fb, t)
-            policy = _new_policy(env, hp)
-            _optimize(
-                env,
-                policy,
-                trainer,
-                train_idx,
-                steps=math.ceil(labels / B),
-                B=B,
-                K=K,
-                nudge=nudge,
-                gen=gen,
-            )
-            if algorithm.schedule == "periodic":
-                sampler = policy
+        elif refit_after != rounds - 1:
+            # The budget's last round: a campaign of this budget refits here (its last round);
+            # the sampler of a longer run does not change.
+            policy = refit(rounds - 1)
+            refit_after = rounds - 1
         win = exact_pair_win_probs(
             env.rewards[eval_idx], policy.probs(eval_idx), base_probs, temperature=env.temperature
         )
@@ -275,19 +284,23 @@ def _optimize(
     env: PoolEnv,
     policy: PoolPolicy,
     trainer: ENNTrainer,
-    train_idx: Tensor,
+    train_rows: list[int],
     *,
-    steps: int,
+    seed: int,
+    round_index: int,
     B: int,
     K: int,
     nudge: float,
-    gen: torch.Generator,
 ) -> None:
-    """Policy optimization against the frozen reward model (offline / periodic refits)."""
-    for _ in range(steps):
-        prompt_idx = train_idx[torch.randperm(len(train_idx), generator=gen)[:B]]
-        cand = policy.sample_indices(prompt_idx, K, gen)
-        with torch.no_grad():
-            point = trainer.model.point(env.features[prompt_idx[:, None], cand].reshape(B * K, -1))
-        p_i, r_i, signal = unlabeled_signals(point.reshape(B, K), nudge)
+    """Policy optimization against the frozen reward model after `round_index` (offline /
+    periodic refits), on the prompts and samples the platform's learning step draws."""
+    steps = rounds_mod.refit_policy_steps(round_index)
+    for positions, sample_seed in rounds_mod.optimize_batches(
+        seed, round_index, len(train_rows), B, steps
+    ):
+        prompt_idx = torch.tensor([train_rows[i] for i in positions])
+        cand = policy.sample_indices(prompt_idx, K, torch.Generator().manual_seed(sample_seed))
+        feats = env.features[prompt_idx[:, None], cand].reshape(B * K, -1)
+        point, _ = group_rewards(trainer, feats, B, K)
+        p_i, r_i, signal = unlabeled_signals(point, nudge)
         policy.update_indices(prompt_idx[p_i], cand[p_i, r_i], signal)

@@ -320,7 +320,9 @@ class ReplayBuffer:
 
     Reservoir sampling keeps a uniform sample of *all* labels seen so far (not just the last
     ``capacity``), so early rounds are not forgotten. Storage: ``features_a, features_b:
-    [n, D]``, ``targets: [n]``, ``weights: [M, n]`` (bootstrap weights, ones if unused).
+    [n, D]``, ``targets: [n]``, ``weights: [M, n]`` (bootstrap weights, ones if unused),
+    ``label_weights: [n]`` (each label's rater weight, ones if unused): a replayed label keeps
+    the weight it arrived with.
     """
 
     capacity: int
@@ -331,6 +333,7 @@ class ReplayBuffer:
     features_b: Tensor = field(init=False)
     targets: Tensor = field(init=False)
     weights: Tensor = field(init=False)
+    label_weights: Tensor = field(init=False)
 
     def __post_init__(self) -> None:
         self.clear()
@@ -341,6 +344,8 @@ class ReplayBuffer:
         self.features_b = torch.empty(0, self.feature_dim)
         self.targets = torch.empty(0)
         self.weights = torch.empty(self.num_particles, 0)
+        self.label_weights = torch.empty(0)
+        self.sampled_label_weights = torch.empty(0)
 
     def __len__(self) -> int:
         return int(self.targets.shape[0])
@@ -352,10 +357,17 @@ class ReplayBuffer:
         targets: Tensor,
         weights: Tensor,
         gen: torch.Generator,
+        label_weights: Tensor | None = None,
     ) -> None:
-        """Insert ``n`` labels (``weights: [M, n]``) by reservoir sampling."""
+        """Insert ``n`` labels (``weights: [M, n]``, ``label_weights: [n]``) by reservoir
+        sampling."""
         fa, fb = features_a.detach().float().cpu(), features_b.detach().float().cpu()
         t, w = targets.detach().float().cpu(), weights.detach().float().cpu()
+        lw = (
+            torch.ones(t.shape[0])
+            if label_weights is None
+            else label_weights.detach().float().cpu()
+        )
         if self.capacity == 0:
             self.seen += t.shape[0]
             return
@@ -366,6 +378,7 @@ class ReplayBuffer:
             self.features_b = torch.cat([self.features_b, fb[:head]])
             self.targets = torch.cat([self.targets, t[:head]])
             self.weights = torch.cat([self.weights, w[:, :head]], dim=1)
+            self.label_weights = torch.cat([self.label_weights, lw[:head]])
             self.seen += head
         for i in range(head, t.shape[0]):
             self.seen += 1
@@ -375,11 +388,14 @@ class ReplayBuffer:
                 self.features_b[j] = fb[i]
                 self.targets[j] = t[i]
                 self.weights[:, j] = w[:, i]
+                self.label_weights[j] = lw[i]
 
     def sample(self, n: int, gen: torch.Generator) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """Up to ``n`` distinct stored labels, uniformly at random (seeded)."""
+        """Up to ``n`` distinct stored labels, uniformly at random (seeded); their label
+        weights are ``sampled_label_weights`` (same draw) until the next ``sample``."""
         n = min(n, len(self))
         idx = torch.randperm(len(self), generator=gen)[:n]
+        self.sampled_label_weights = self.label_weights[idx]
         return self.features_a[idx], self.features_b[idx], self.targets[idx], self.weights[:, idx]
 
     def state_dict(self) -> dict[str, Any]:
@@ -389,6 +405,7 @@ class ReplayBuffer:
             "features_b": self.features_b,
             "targets": self.targets,
             "weights": self.weights,
+            "label_weights": self.label_weights,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -397,6 +414,8 @@ class ReplayBuffer:
         self.features_b = state["features_b"]
         self.targets = state["targets"]
         self.weights = state["weights"]
+        # Buffers saved before rater weighting existed: every label counted 1.
+        self.label_weights = state.get("label_weights", torch.ones(self.targets.shape[0]))
 
 
 # --------------------------------------------------------------------------------------------
@@ -449,12 +468,16 @@ class ENNTrainer:
         features_b: Tensor,
         targets: Tensor,
         weights: Tensor | None = None,
+        label_weights: Tensor | None = None,
     ) -> tuple[Tensor, dict[str, float]]:
         """Total loss = point BT + L2 + sum over particles of (weighted BT + L2).
 
         Particle losses are summed, not averaged, so that each particle's gradient is the
         gradient of its own objective whatever ``M``. ``features_*: [N, D]``, ``targets: [N]``,
-        ``weights: [M, N]``.
+        ``weights: [M, N]``; ``label_weights: [N]`` (rater reliabilities, >= 0) weight the
+        point head's and every particle's loss, rescaled to mean 1 over the batch so that they
+        shift trust between labels without changing the balance against the L2 anchor (a
+        batch whose weights are all 0 contributes no data term).
         """
         n = targets.shape[0]
         model = self.model
@@ -462,8 +485,14 @@ class ENNTrainer:
         targets = targets.to(x.device, x.dtype)
         point = model._point(x)
         parts = model._particles(x)
-        point_bt = bt_loss(point[:n], point[n:], targets)
         weights = None if weights is None else weights.to(x.device, x.dtype)
+        lw = None
+        if label_weights is not None:
+            lw = label_weights.to(x.device, x.dtype)
+            total_w = lw.sum()
+            lw = lw * (n / total_w) if float(total_w) > 0 else torch.zeros_like(lw)
+            weights = lw if weights is None else weights * lw
+        point_bt = bt_loss(point[:n], point[n:], targets, lw)
         particle_bt = bt_loss(parts[:, :n], parts[:, n:], targets, weights)  # [M]
         point_l2, particle_l2 = model.l2_to_init()
         lam = self.config.l2_weight
@@ -478,11 +507,16 @@ class ENNTrainer:
         return total, metrics
 
     def _update(
-        self, features_a: Tensor, features_b: Tensor, targets: Tensor, weights: Tensor
+        self,
+        features_a: Tensor,
+        features_b: Tensor,
+        targets: Tensor,
+        weights: Tensor,
+        label_weights: Tensor | None = None,
     ) -> dict[str, float]:
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
-        total, metrics = self.loss(features_a, features_b, targets, weights)
+        total, metrics = self.loss(features_a, features_b, targets, weights, label_weights)
         total.backward()
         self.optimizer.step()
         self.steps += 1
@@ -496,20 +530,25 @@ class ENNTrainer:
         features_b: Tensor,
         targets: Tensor,
         mask: Tensor | None = None,
+        *,
+        label_weights: Tensor | None = None,
     ) -> dict[str, float]:
         """One incremental update on new labels plus a replay sample of older ones.
 
         ``features_a, features_b: [N, D]`` (responses A and B of each new label), ``targets:
         [N]`` in {1, 0, 0.5}; ``mask: bool[N]`` drops labels (e.g. "both bad", see
         ``choices_to_targets``). The new labels join the replay buffer afterwards. With no new
-        label left the call changes nothing. Returns the metrics of the last gradient step
-        (computed before it was applied).
+        label left the call changes nothing. ``label_weights: [N]`` (>= 0, e.g. each label's
+        rater reliability) weight each label's loss and stay with it in the replay buffer.
+        Returns the metrics of the last gradient step (computed before it was applied).
         """
+        lw = _check_label_weights(label_weights, targets, mask)
         features_a, features_b, targets = _check_batch(features_a, features_b, targets, mask)
         if targets.shape[0] == 0:  # nothing new (e.g. only "both bad"): no update at all
             return {"n_new": 0.0, "n_replay": 0.0}
         new_w = self.bootstrap_weights(targets.shape[0])
         old_a, old_b, old_t, old_w = self.replay.sample(self.config.replay_batch, self.generator)
+        old_lw = self.replay.sampled_label_weights
         n_replay = int(old_t.shape[0])
         if n_replay:
             device = features_a.device
@@ -517,12 +556,17 @@ class ENNTrainer:
             fb = torch.cat([features_b, old_b.to(device)])
             t = torch.cat([targets, old_t.to(device)])
             w = torch.cat([new_w, old_w], dim=1)
+            all_lw = (
+                None
+                if lw is None and bool((old_lw == 1).all())
+                else torch.cat([torch.ones(targets.shape[0]) if lw is None else lw, old_lw])
+            )
         else:
-            fa, fb, t, w = features_a, features_b, targets, new_w
+            fa, fb, t, w, all_lw = features_a, features_b, targets, new_w, lw
         metrics: dict[str, float] = {}
         for _ in range(self.config.gradient_steps):
-            metrics = self._update(fa, fb, t, w)
-        self.replay.add(features_a, features_b, targets, new_w, self.generator)
+            metrics = self._update(fa, fb, t, w, all_lw)
+        self.replay.add(features_a, features_b, targets, new_w, self.generator, lw)
         metrics.update({"n_new": float(targets.shape[0]), "n_replay": float(n_replay)})
         return metrics
 
@@ -535,6 +579,7 @@ class ENNTrainer:
         *,
         epochs: int | None = None,
         batch_size: int | None = None,
+        label_weights: Tensor | None = None,
     ) -> dict[str, float]:
         """Reset to the initial weights and fit from scratch on all the given labels.
 
@@ -542,8 +587,10 @@ class ENNTrainer:
         (weights, optimizer, replay buffer, generator, step count), so a refit depends only on
         the config and the data, not on what the trainer did before. Afterwards the replay
         buffer holds these labels, so later ``step`` calls continue from them.
+        ``label_weights: [N]`` as in ``step``.
         Returns the metrics of the last minibatch and ``loss_full``, the loss on all data.
         """
+        lw = _check_label_weights(label_weights, targets, mask)
         features_a, features_b, targets = _check_batch(features_a, features_b, targets, mask)
         epochs = self.config.refit_epochs if epochs is None else epochs
         batch_size = self.config.refit_batch_size if batch_size is None else batch_size
@@ -562,12 +609,16 @@ class ENNTrainer:
             for start in range(0, n, batch_size):
                 idx = order[start : start + batch_size]
                 metrics = self._update(
-                    features_a[idx], features_b[idx], targets[idx], weights[:, idx]
+                    features_a[idx],
+                    features_b[idx],
+                    targets[idx],
+                    weights[:, idx],
+                    None if lw is None else lw[idx],
                 )
-        self.replay.add(features_a, features_b, targets, weights, self.generator)
+        self.replay.add(features_a, features_b, targets, weights, self.generator, lw)
         if n:
             with torch.no_grad():
-                _, full = self.loss(features_a, features_b, targets, weights)
+                _, full = self.loss(features_a, features_b, targets, weights, lw)
             metrics["loss_full"] = full["loss"]
         metrics["n_labels"] = float(n)
         return metrics
@@ -600,6 +651,21 @@ class ENNTrainer:
             trainer.generator.set_state(state["generator"])
             trainer.steps = int(state["steps"])
         return trainer
+
+
+def _check_label_weights(
+    label_weights: Tensor | None, targets: Tensor, mask: Tensor | None
+) -> Tensor | None:
+    if label_weights is None:
+        return None
+    lw = torch.as_tensor(label_weights, dtype=torch.float32)
+    if lw.shape != (torch.as_tensor(targets).shape[0],):
+        raise ValueError(f"label_weights must be [{len(targets)}], got {tuple(lw.shape)}")
+    if not bool(torch.isfinite(lw).all()) or bool((lw < 0).any()):
+        raise ValueError("label_weights must be finite and >= 0")
+    if mask is not None:
+        lw = lw[torch.as_tensor(mask, dtype=torch.bool)]
+    return lw
 
 
 def _check_batch(

@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
 
 Bootstrap = Literal["none", "exponential", "bernoulli"]
+RaterWeighting = Literal["off", "weighted"]
 
 
 @dataclass
@@ -51,6 +52,10 @@ class ENNConfig:
     refit_epochs: int = 20
     refit_batch_size: int = 128
     seed: int = 0
+    #: "weighted": the caller passes ``label_weights`` (each label's rater reliability, see
+    #: ``ml_worker/core/raters.py``) to ``step`` / ``refit``; "off": every label counts 1.
+    #: The trainer only records the choice; the round engine reads it to decide what to pass.
+    rater_weighting: RaterWeighting = "off"
 
     def __post_init__(self) -> None:
         self.prior_hidden = tuple(int(h) for h in self.prior_hidden)
@@ -68,6 +73,10 @@ class ENNConfig:
             raise ValueError("replay_size and replay_batch must be >= 0")
         if self.gradient_steps < 1:
             raise ValueError("gradient_steps must be >= 1")
+        if self.rater_weighting not in ("off", "weighted"):
+            raise ValueError(
+                f"rater_weighting must be 'off' or 'weighted', got {self.rater_weighting!r}"
+            )
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), indent=2, sort_keys=True)

@@ -13,7 +13,8 @@ Django-free: the platform's round services call it with a campaign's ``policy_co
     ema_decay and grad_clip apply (passed to ``PoolPolicy``), and the reward model's features
     are the pool's own.
     nudge (0.1): the affirmative nudge epsilon of the REINFORCE signal.
-    policy_steps (4): policy-optimization iterations of offline / periodic refits.
+    policy_steps (one per round so far): policy-optimization iterations of an offline or
+        periodic refit; the default matches online's steps (`ml_worker.core.rounds`).
     eval_prompts (32): at most this many eval prompts per evaluation.
 ``reward_config`` keys: any ``ENNConfig`` field but ``feature_dim`` (taken from the backbone).
 """
@@ -57,7 +58,7 @@ class PolicySpec:
     path: str = ""
     seed: int = 0
     nudge: float = 0.1
-    policy_steps: int = 4
+    policy_steps: int | None = None
     eval_prompts: int = 32
     models_dir: str = "var/models"
     lm_options: dict[str, Any] = field(default_factory=dict)
@@ -86,7 +87,7 @@ class PolicySpec:
             path=str(config.get("path", "")),
             seed=int(config.get("seed", 0)),
             nudge=float(config.get("nudge", 0.1)),
-            policy_steps=int(config.get("policy_steps", 4)),
+            policy_steps=_positive_or_none(config, "policy_steps"),
             eval_prompts=int(config.get("eval_prompts", 32)),
             models_dir=str(config.get("models_dir", "var/models")),
             lm_options=options,
@@ -104,6 +105,15 @@ class PolicySpec:
         if self.backend == "smollm2":
             return load_smollm2(Path(self.models_dir) / "smollm2-135m-instruct")
         return load_causal_lm(self.path)
+
+
+def _positive_or_none(config: dict[str, Any], key: str) -> int | None:
+    if config.get(key) is None:
+        return None
+    value = config[key]
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise LearnerConfigError(f"policy_config.{key} must be a positive integer")
+    return value
 
 
 @functools.lru_cache(maxsize=4)
@@ -127,6 +137,7 @@ def new_policy(spec: PolicySpec) -> Any:
             pool.features,
             pool.prompts,
             base_logits=pool.base_logits,
+            per_prompt=pool.per_prompt,
             save_pool=False,  # versions name the package instead of copying it
             **spec.lm_options,
         )

@@ -3,7 +3,7 @@ from __future__ import annotations
 from django.urls import include, path, re_path
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
-from rlhf_platform.api import auth, campaigns, exports, labeling, rounds
+from rlhf_platform.api import auth, campaigns, exports, labeling, raters, rounds
 from rlhf_platform.api.common import UnknownEndpointApi
 
 v1 = [
@@ -61,6 +61,21 @@ v1 = [
         "campaigns/<int:campaign_id>/imports/pairs/",
         exports.PairFileImportApi.as_view(),
         name="campaign-import-pairs",
+    ),
+    path(
+        "campaigns/<int:campaign_id>/raters/",
+        raters.CampaignRatersApi.as_view(),
+        name="campaign-raters",
+    ),
+    path(
+        "campaigns/<int:campaign_id>/raters/exclusion/",
+        raters.RaterExclusionApi.as_view(),
+        name="campaign-raters-exclusion",
+    ),
+    path(
+        "campaigns/<int:campaign_id>/raters/gold/",
+        raters.RaterGoldApi.as_view(),
+        name="campaign-raters-gold",
     ),
     # Last: any other path ending in a slash gets the JSON 404 (paths without the slash
     # are still redirected to it by APPEND_SLASH first). [\s\S], not ".": a path segment

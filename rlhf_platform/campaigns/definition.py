@@ -100,6 +100,7 @@ class CampaignDefinition(serializers.Serializer):
     judge_config = JsonObjectField(required=False)
     policy_config = JsonObjectField(required=False)
     reward_config = JsonObjectField(required=False)
+
     label_cap = serializers.IntegerField(
         min_value=0, max_value=INT32_MAX, required=False, allow_null=True
     )

@@ -19,6 +19,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from ml_worker.core.campaign_config import policy_config_problem, reward_config_problem
+from ml_worker.core.choice import Choice
 from rlhf_platform import limits
 from rlhf_platform.accounts.models import User
 from rlhf_platform.budgets.models import Budget
@@ -331,6 +332,8 @@ class PairRow:
     response_a: str
     response_b: str
     priority: float
+    #: The known answer of a gold pair (issue 20): "A", "B", "tie" or "both_bad".
+    gold: str | None = None
 
 
 def _parse_pair_record(record: Any) -> PairRow:
@@ -357,7 +360,14 @@ def _parse_pair_record(record: Any) -> PairRow:
         raise ValueError(f"'priority' must be a number, not {raw!r}") from None
     if not math.isfinite(priority):
         raise ValueError(f"'priority' must be a finite number, not {raw!r}")
-    return PairRow(prompt=prompt, response_a=a, response_b=b, priority=priority)
+    gold = record.get("gold")
+    if gold in (None, ""):
+        gold = None
+    elif gold not in {c.value for c in Choice}:
+        raise ValueError(
+            f"'gold' must be one of {', '.join(c.value for c in Choice)}, not {gold!r}"
+        )
+    return PairRow(prompt=prompt, response_a=a, response_b=b, priority=priority, gold=gold)
 
 
 def parse_pair_records(
@@ -417,6 +427,19 @@ def comparisons_import_pairs(
             )
         resp_a = Response.objects.create(prompt=prompt, text=row.response_a, source=source)
         resp_b = Response.objects.create(prompt=prompt, text=row.response_b, source=source)
+        if row.gold is not None:
+            # A gold pair (its answer known): mixed into annotators' queues, never trained on.
+            from rlhf_platform.raters.services import gold_pair_create
+
+            gold_pair_create(
+                campaign=campaign,
+                prompt=prompt,
+                response_a=resp_a,
+                response_b=resp_b,
+                answer=row.gold,
+            )
+            created += 1
+            continue
         Comparison.objects.create(
             campaign=campaign,
             prompt=prompt,

@@ -52,6 +52,7 @@ from rlhf_platform.campaigns.services import (
 from rlhf_platform.errors import InvalidInput, ServiceError
 from rlhf_platform.exports.cells import spreadsheet_safe
 from rlhf_platform.labeling.models import Label
+from rlhf_platform.raters.selectors import left_out_q
 
 PREFERENCE_FORMS = ("standard", "conversational")
 LABEL_SOURCES = ("all", "human", "judge")
@@ -90,8 +91,9 @@ def _labels(campaign: Campaign, source: str):
         raise InvalidInput(
             f"Unknown source {source!r}; use {', '.join(LABEL_SOURCES)}.", code="invalid_source"
         )
-    # A label a researcher flagged is left out of every export (and of training).
-    qs = Label.objects.filter(campaign=campaign, flagged_at__isnull=True)
+    # A label a researcher flagged is left out of every export (and of training), as are
+    # the labels of excluded raters and those on gold pairs (issue 20).
+    qs = Label.objects.filter(campaign=campaign, flagged_at__isnull=True).exclude(left_out_q())
     if source != "all":
         qs = qs.filter(source=source)
     return qs.order_by("id")
@@ -440,7 +442,7 @@ def prompts_import_file(
 
 
 def parse_pair_bytes(data: bytes, fmt: str) -> list[PairRow]:
-    """Pair rows ``{prompt | messages, response_a, response_b, [split, reference, priority,
+    """Pair rows ``{prompt | messages, response_a, response_b, [split, reference, priority, gold,
     metadata]}`` of a JSONL, CSV or Parquet file; every bad row listed, none imported."""
     lines: list[int] = []
     errors: list[dict[str, Any]] = []

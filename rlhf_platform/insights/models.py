@@ -20,6 +20,10 @@ class AuditAction(models.TextChoices):
     ADD_MEMBER = "add_member", "Added a member"
     REMOVE_MEMBER = "remove_member", "Removed a member"
     INVITE = "invite", "Created an invite link"
+    EXCLUDE_RATER = "exclude_rater", "Excluded a rater"
+    INCLUDE_RATER = "include_rater", "Included a rater again"
+    MARK_GOLD = "mark_gold", "Marked a gold pair"
+    GOLD_RATE = "gold_rate", "Changed the gold rate"
 
 
 class AuditEntry(models.Model):

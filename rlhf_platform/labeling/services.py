@@ -47,6 +47,8 @@ from rlhf_platform.labeling.selectors import (
     comparisons_waiting_for,
     get_lease_for_annotator,
 )
+from rlhf_platform.raters.gold import gold_label_store, gold_lease, is_gold
+from rlhf_platform.raters.services import refit_soon
 from rlhf_platform.rounds import dispatch
 
 IDEMPOTENCY_KEY_MAX = 100
@@ -143,6 +145,17 @@ def comparison_next(
             campaign=campaign, state=LeaseState.ACTIVE, expires_at__gt=now
         ).count()
         _check_outstanding(campaign.budget, outstanding)
+    rng = rng or random.SystemRandom()
+    seconds = lease_seconds or settings.LEASE_SECONDS
+    gold = gold_lease(  # issue 20: gold pairs mixed in at the campaign's rate
+        annotator=annotator,
+        campaign_id=campaign.pk,
+        now=now,
+        expires_at=now + dt.timedelta(seconds=seconds),
+        rng=rng,
+    )
+    if gold is not None:
+        return Served(lease=gold, created=True)
 
     comparison = (
         # Only the comparison row is locked; its prompt and responses come in the same query
@@ -157,12 +170,11 @@ def comparison_next(
     comparison.leased_count += 1
     comparison.state = _comparison_state(comparison)
     comparison.save(update_fields=["leased_count", "state", "updated_at"])
-    seconds = lease_seconds or settings.LEASE_SECONDS
     lease = Lease.objects.create(
         comparison=comparison,
         campaign=campaign,
         annotator=annotator,
-        swapped=(rng or random.SystemRandom()).random() < 0.5,
+        swapped=rng.random() < 0.5,
         expires_at=now + dt.timedelta(seconds=seconds),
     )
     return Served(lease=lease, created=True)
@@ -202,12 +214,19 @@ def _comparison_next_pg(
     if budget.label_cap is not None:
         _check_outstanding(budget, pg.outstanding_leases(campaign_id, now))
     seconds = lease_seconds or settings.LEASE_SECONDS
+    rng = rng or random.SystemRandom()
+    expires_at = now + dt.timedelta(seconds=seconds)
+    gold = gold_lease(
+        annotator=annotator, campaign_id=campaign_id, now=now, expires_at=expires_at, rng=rng
+    )
+    if gold is not None:
+        return Served(lease=gold, created=True)
     lease = pg.lease_new(
         annotator,
         campaign_id,
-        swapped=(rng or random.SystemRandom()).random() < 0.5,
+        swapped=rng.random() < 0.5,
         now=now,
-        expires_at=now + dt.timedelta(seconds=seconds),
+        expires_at=expires_at,
     )
     if lease is None:
         raise NothingToLabel(NOTHING_WAITING)
@@ -313,9 +332,21 @@ def _label_submit_locked(
     comparison = lease.comparison
     if comparison.state == ComparisonState.EXPIRED:
         raise Conflict("This comparison's round has closed.", code="comparison_expired")
+    stored_choice = Choice(AnswerChoice.from_shown(choice, swapped=lease.swapped).value)
+    refit_soon(lease.campaign_id)  # issue 20: the rater model, after commit, debounced
+    if is_gold(comparison):  # no budget debit: gold is not a training label
+        label = gold_label_store(
+            annotator=annotator,
+            lease=lease,
+            stored_choice=stored_choice,
+            rationale=rationale,
+            time_taken_ms=time_taken_ms,
+            idempotency_key=idempotency_key,
+            now=now,
+        )
+        return label, True
     # The rows already locked are written first; the campaign's budget row, the one lock
     # every submit of the campaign queues on, is taken last and held for the fewest statements.
-    stored_choice = Choice(AnswerChoice.from_shown(choice, swapped=lease.swapped).value)
     label = None
     if fast:
         # The hand-written twin of label_record (two statements instead of six): the locked

@@ -7,14 +7,16 @@ re-run after a crash starts over from what the database holds: responses and com
 of an unfinished step are replaced, a model version already registered for the round is
 reused, and artifact folders are written under a temporary name and renamed when complete.
 
-The four algorithms (DESIGN.md section 2), as the learning step applies them:
+The four algorithms (DESIGN.md section 2) follow the schedule of `ml_worker.core.rounds`,
+which the benchmark's simulation shares:
 - offline: every round samples from the initial policy; nothing is learned until the last
   round, which refits the reward model on all labels and then optimizes the policy
-  against that frozen reward model;
+  against that frozen reward model (one step per round so far);
 - periodic: every ``periodic_tau`` rounds (and at the last), refit the reward model and the
   policy from their initial weights on everything gathered so far;
 - online and infomax: one incremental reward-model step and one policy step every round
-  (they differ only in the acquisition rule the campaign uses, uniform or infomax).
+  (they differ only in the acquisition rule the campaign uses, uniform, infomax or double
+  Thompson sampling).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from ml_worker.core import learner, seeds
+from ml_worker.core import rounds as round_schedule
 from ml_worker.core.acquisition import distinct_responses, select_pairs
 from ml_worker.core.choice import TRAINED, Choice
 from ml_worker.core.enn import ENNTrainer
@@ -72,6 +75,8 @@ from rlhf_platform.labeling.services import (
     label_record,
     leases_expire_with_comparisons,
 )
+from rlhf_platform.raters.selectors import left_out_q
+from rlhf_platform.raters.services import label_weights, refit_soon
 from rlhf_platform.rounds import dispatch
 from rlhf_platform.rounds.state import (
     new_token,
@@ -575,6 +580,7 @@ def _record_judgment(comparison: Comparison, swapped: bool, result: Any, judge_n
         judge_prob_a=prob_a,
         tokens=result.tokens_in + result.tokens_out,
     )
+    refit_soon(comparison.campaign_id)  # the judge is a rater too (issue 20)
 
 
 def _complete_q() -> Q:
@@ -628,9 +634,21 @@ def _label_features(featurizer: Any, labels: list[Label]) -> tuple[torch.Tensor,
     return a, b
 
 
+def _rater_weights(
+    trainer: ENNTrainer, campaign: Campaign, labels: list[Label]
+) -> torch.Tensor | None:
+    """Each label's rater reliability when ``reward_config["rater_weighting"]`` is
+    "weighted" (issue 20), else None (every label counts 1)."""
+    if trainer.config.rater_weighting != "weighted":
+        return None
+    weights = label_weights(campaign_id=campaign.pk, labels=labels)
+    return torch.tensor(weights, dtype=torch.float32)
+
+
 def _labels_q(**filters: Any):
     return (
         Label.objects.filter(**filters, flagged_at__isnull=True)  # flagged: left out
+        .exclude(left_out_q())  # excluded raters and gold pairs: left out (issue 20)
         .select_related("comparison__response_a__prompt", "comparison__response_b__prompt")
         .order_by("id")
     )
@@ -645,16 +663,20 @@ def _optimize_policy(
     spec: learner.PolicySpec,
     token: str,
 ) -> dict[str, float]:
-    """Policy optimization against a frozen reward model (offline / periodic refits)."""
-    prompts = list(campaign.prompts.filter(split=Split.TRAIN).values_list("text", flat=True))
-    rng = random.Random(_round_rng(campaign, rnd, seeds.OPTIMIZE))  # noqa: S311 (seeded, reproducible sampling; no secret)
+    """Policy optimization against a frozen reward model (offline / periodic refits): as many
+    steps as rounds so far, on the prompts and samples `rounds.optimize_batches` draws."""
+    prompts = list(
+        campaign.prompts.filter(split=Split.TRAIN).order_by("id").values_list("text", flat=True)
+    )
     k = campaign.responses_per_prompt
+    steps = round_schedule.refit_policy_steps(rnd.index, spec.policy_steps)
+    batches = round_schedule.optimize_batches(
+        campaign.seed, rnd.index, len(prompts), campaign.prompts_per_round, steps
+    )
     metrics: dict[str, float] = {}
-    for step in range(spec.policy_steps):
-        batch = rng.choices(prompts, k=campaign.prompts_per_round)
-        samples = policy.sample(
-            batch, k, seed=_round_rng(campaign, rnd, seeds.OPTIMIZE_SAMPLES + step)
-        )
+    for positions, sample_seed in batches:
+        batch = [prompts[i] for i in positions]
+        samples = policy.sample(batch, k, seed=sample_seed)
         flat_prompts = [p for p, group in zip(batch, samples, strict=True) for _ in group]
         flat = [t for group in samples for t in group]
         point, _ = learner.group_rewards(
@@ -674,11 +696,14 @@ def _learn(rnd: Round, token: str) -> str:
     campaign = rnd.campaign
     spec = _spec(campaign)
     algorithm = campaign.algorithm
-    last = _is_last_round(campaign, rnd)
-    refit = (algorithm == Algorithm.OFFLINE and last) or (
-        algorithm == Algorithm.PERIODIC and (last or (rnd.index + 1) % campaign.periodic_tau == 0)
+    schedule = round_schedule.schedule_of(algorithm)
+    refit = round_schedule.refits(
+        schedule,
+        rnd.index,
+        last=_is_last_round(campaign, rnd),
+        periodic_tau=campaign.periodic_tau,
     )
-    incremental = algorithm in (Algorithm.ONLINE, Algorithm.INFOMAX)
+    incremental = schedule == round_schedule.ONLINE
     reward_v = campaign.active_reward_version
     policy_v = campaign.active_policy_version
     new_versions: dict[str, tuple[Callable[[Path], None], dict[str, Any]]] = {}
@@ -691,7 +716,8 @@ def _learn(rnd: Round, token: str) -> str:
             r_metrics = {"labels": len(labels)}
             if labels:
                 fa, fb = _label_features(featurizer, labels)
-                r_metrics |= trainer.step(fa, fb, targets)
+                lw = _rater_weights(trainer, campaign, labels)
+                r_metrics |= trainer.step(fa, fb, targets, label_weights=lw)
             _beat(rnd, token)
             policy = learner.load_policy(spec, artifact_path(policy_v))
             p_metrics = _incremental_policy_step(policy, trainer, featurizer, rnd, spec)
@@ -702,7 +728,8 @@ def _learn(rnd: Round, token: str) -> str:
             r_metrics = {"labels": len(labels)}
             if labels:
                 fa, fb = _label_features(featurizer, labels)
-                r_metrics |= trainer.refit(fa, fb, targets)
+                lw = _rater_weights(trainer, campaign, labels)
+                r_metrics |= trainer.refit(fa, fb, targets, label_weights=lw)
             _beat(rnd, token)
             policy = learner.load_policy(
                 spec, artifact_path(_initial_version(campaign, ModelKind.POLICY))

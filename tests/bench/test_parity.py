@@ -28,12 +28,14 @@ JUDGE = {"kind": "oracle", "encoder": "hashing", "temperature": 1.0}
 SETUP = sim.Setup(
     prompts_per_round=4,
     samples_per_prompt=4,
+    periodic_tau=2,
     reward={
         "num_particles": 8,
         "point_hidden": [16, 16],
         "prior_hidden": [8],
         "diff_hidden": [8],
         "gradient_steps": 2,
+        "refit_epochs": 3,
     },
 )
 HP = sim.Hparams(policy_lr=0.3, nudge=0.1, kl_coef=0.1)
@@ -69,15 +71,15 @@ def package(env, tmp_path, settings):
     return parity.write_pool_package(env, tmp_path / "pool-package")
 
 
-def _campaign(researcher, env, package, name: str) -> Campaign:
+def _campaign(researcher, env, package, name: str, algorithm: str = "infomax") -> Campaign:
     fields = parity.campaign_fields(
-        env, "infomax", HP, SETUP, seed=3, budget=BUDGET, package=package, judge_config=JUDGE
+        env, algorithm, HP, SETUP, seed=3, budget=BUDGET, package=package, judge_config=JUDGE
     )
     return parity.create_campaign(researcher, name, env, **fields)
 
 
-def _in_process(env) -> list[dict]:
-    return parity.sim_win_rates(env, "infomax", HP, SETUP, seed=3, budget=BUDGET)
+def _in_process(env, algorithm: str = "infomax") -> list[dict]:
+    return parity.sim_win_rates(env, algorithm, HP, SETUP, seed=3, budget=BUDGET)
 
 
 def test_the_environment_has_duplicate_texts_and_a_learnable_signal(env):
@@ -85,9 +87,23 @@ def test_the_environment_has_duplicate_texts_and_a_learnable_signal(env):
     assert env.rewards.std() > 0.1
 
 
+#: Rounds (0-based) after which each algorithm's campaign has a new policy: 3 rounds, tau 2.
+POLICY_ROUNDS = {
+    "offline": [2],  # only at its last round
+    "periodic": [1, 2],  # after round tau - 1, then at the last
+    "online": [0, 1, 2],
+    "online_no_nudge": [0, 1, 2],
+    "infomax": [0, 1, 2],
+    "double_ts": [0, 1, 2],
+}
+LABELS_AFTER = [4, 8, 10]
+
+
 @pytest.mark.django_db
-def test_a_campaign_run_in_process_matches_the_simulation(researcher, env, package):
-    campaign = _campaign(researcher, env, package, "parity-inline")
+@pytest.mark.parametrize("algorithm", list(parity.CAMPAIGN_ALGORITHMS))
+def test_a_campaign_run_in_process_matches_the_simulation(researcher, env, package, algorithm):
+    assert set(parity.CAMPAIGN_ALGORITHMS) == set(sim.ALGORITHMS)  # every algorithm is covered
+    campaign = _campaign(researcher, env, package, f"parity-{algorithm}", algorithm)
     rounds = campaign_run_inline(campaign_id=campaign.pk, rounds=5)
     assert [r.state for r in rounds] == [RoundState.DONE] * 3, [r.failure_reason for r in rounds]
     campaign.refresh_from_db()
@@ -95,10 +111,29 @@ def test_a_campaign_run_in_process_matches_the_simulation(researcher, env, packa
     assert Label.objects.filter(campaign=campaign).count() == BUDGET
 
     on_platform = parity.campaign_win_rates(env, campaign, package)
-    in_process = _in_process(env)
-    assert [r["labels"] for r in on_platform] == [4, 8, 10]
+    in_process = _in_process(env, algorithm)
+    assert [r["rounds"] for r in on_platform] == [r + 1 for r in POLICY_ROUNDS[algorithm]]
+    assert [r["labels"] for r in on_platform] == [LABELS_AFTER[r] for r in POLICY_ROUNDS[algorithm]]
     assert parity.compare(on_platform, in_process) == []
-    assert len({round(r["win_rate"], 6) for r in on_platform}) == 3  # the policy moved each round
+    # the policy moved at each of its refits or steps
+    assert all(abs(r["win_rate"] - 0.5) > 1e-6 for r in on_platform)
+    assert len({round(r["win_rate"], 6) for r in on_platform}) == len(on_platform)
+
+
+@pytest.mark.django_db
+def test_a_refit_takes_one_policy_step_per_round_so_far(researcher, env, package):
+    """Offline's single refit after 3 rounds optimizes for 3 steps: the policy version's
+    optimizer has taken exactly 3 steps, as online has after 3 rounds."""
+    from rlhf_platform.campaigns.models import ModelKind, ModelVersion
+    from rlhf_platform.rounds.services import artifact_path
+
+    campaign = _campaign(researcher, env, package, "parity-steps", "offline")
+    campaign_run_inline(campaign_id=campaign.pk, rounds=5)
+    version = ModelVersion.objects.get(campaign=campaign, kind=ModelKind.POLICY, round__index=2)
+    from ml_worker.core.policies.pool import PoolPolicy
+
+    policy = PoolPolicy.load(artifact_path(version), pool_from=PoolPolicy.load(package))
+    assert policy.steps == 3
 
 
 def test_compare_reports_a_different_round():
@@ -109,10 +144,10 @@ def test_compare_reports_a_different_round():
     assert "labels per round differ" in parity.compare(a, b[:1])[0]
 
 
-def test_offline_does_not_run_as_one_campaign(env, tmp_path):
-    with pytest.raises(ValueError, match="does not run as one campaign"):
+def test_an_unknown_algorithm_is_refused(env, tmp_path):
+    with pytest.raises(ValueError, match="unknown algorithm 'magic'"):
         parity.campaign_fields(
-            env, "offline", HP, SETUP, seed=0, budget=8, package=tmp_path, judge_config=JUDGE
+            env, "magic", HP, SETUP, seed=0, budget=8, package=tmp_path, judge_config=JUDGE
         )
 
 

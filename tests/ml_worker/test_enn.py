@@ -455,3 +455,69 @@ def test_particles_agree_more_on_labeled_pairs_than_on_unseen_ones() -> None:
     seen_after, unseen_after = disagreement(fa, fb), disagreement(ua, ub)
     assert seen_after < 0.5 * seen_before
     assert seen_after / seen_before < unseen_after / unseen_before
+
+
+# ---- rater weights ---------------------------------------------------------------------------
+
+
+def test_zero_label_weights_give_the_loss_and_gradients_of_leaving_those_labels_out() -> None:
+    fa, fb, t = labels(10, seed=7)
+    keep = torch.tensor([True, False] * 5)
+    trainer = ENNTrainer(small_config())
+
+    def loss_and_grads(*args, **kwargs):
+        trainer.model.zero_grad(set_to_none=True)
+        total, _ = trainer.loss(*args, **kwargs)
+        total.backward()
+        return total.detach(), [p.grad.clone() for p in trainer.model.point_parameters()]
+
+    weighted = loss_and_grads(fa, fb, t, label_weights=keep.float())
+    filtered = loss_and_grads(fa[keep], fb[keep], t[keep])
+    assert torch.allclose(weighted[0], filtered[0], atol=1e-5)
+    for g, h in zip(weighted[1], filtered[1], strict=True):
+        assert torch.allclose(g, h, atol=1e-6)
+
+
+def test_weights_let_the_reliable_rater_win_a_conflict() -> None:
+    """The same pairs labeled both ways: by a reliable rater (A) and an unreliable one (B).
+    Unweighted, the model is indifferent; weighted, it follows the reliable rater."""
+    g = torch.Generator().manual_seed(0)
+    fa, fb = torch.randn(40, D, generator=g), torch.randn(40, D, generator=g)
+    fa2, fb2 = torch.cat([fa, fa]), torch.cat([fb, fb])
+    t = torch.cat([torch.ones(40), torch.zeros(40)])
+    w = torch.cat([torch.full((40,), 0.9), torch.full((40,), 0.1)])
+
+    def p_a(trainer: ENNTrainer) -> float:
+        with torch.no_grad():
+            return torch.sigmoid(trainer.model.point(fa) - trainer.model.point(fb)).mean().item()
+
+    fast = small_config(point_lr=1e-2, lr=1e-2)
+    plain, weighted = ENNTrainer(fast), ENNTrainer(fast)
+    plain.refit(fa2, fb2, t, epochs=40)
+    weighted.refit(fa2, fb2, t, epochs=40, label_weights=w)
+    assert abs(p_a(plain) - 0.5) < 0.05
+    assert p_a(weighted) > 0.75
+
+
+def test_replay_keeps_label_weights_across_save_and_load(tmp_path) -> None:
+    trainer = ENNTrainer(small_config(replay_size=100, rater_weighting="weighted"))
+    fa, fb, t = labels(6)
+    trainer.step(fa, fb, t, label_weights=torch.tensor([0.0, 0.5, 1.0, 0.2, 0.3, 0.9]))
+    trainer.step(*labels(4, seed=1))  # unweighted labels count 1
+    expected = torch.tensor([0.0, 0.5, 1.0, 0.2, 0.3, 0.9, 1.0, 1.0, 1.0, 1.0])
+    assert torch.allclose(trainer.replay.label_weights, expected)
+    trainer.save(tmp_path)
+    loaded = ENNTrainer.load(tmp_path)
+    assert torch.allclose(loaded.replay.label_weights, expected)
+    assert loaded.config.rater_weighting == "weighted"
+
+
+def test_it_rejects_bad_label_weights_and_weighting_modes() -> None:
+    trainer = ENNTrainer(small_config())
+    fa, fb, t = labels(3)
+    with pytest.raises(ValueError, match="label_weights must be \\[3\\]"):
+        trainer.step(fa, fb, t, label_weights=torch.ones(2))
+    with pytest.raises(ValueError, match="finite and >= 0"):
+        trainer.step(fa, fb, t, label_weights=torch.tensor([1.0, -1.0, 1.0]))
+    with pytest.raises(ValueError, match="rater_weighting"):
+        small_config(rater_weighting="on")

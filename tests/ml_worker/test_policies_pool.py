@@ -183,3 +183,29 @@ def test_the_pool_featurizer_returns_the_pools_features_by_text():
     assert torch.equal(feats, pool.features[[2, 0, 2], [3, 0, 3]])
     with pytest.raises(ValueError, match="response not in"):
         PoolFeaturizer(pool, "pool:test").embed(["prompt 1"], ["answer 2.3"])
+
+
+def test_per_prompt_offsets_let_it_prefer_a_candidate_the_features_cannot_single_out(tmp_path):
+    """All candidates share one feature vector: the shared theta cannot tell them apart, the
+    per-prompt offset can; the offset and its optimizer state survive a save and a load."""
+    P, C = 2, 4
+    features = torch.ones(P, C, 3)
+    pool = [[f"a{p}.{c}" for c in range(C)] for p in range(P)]
+    prompts = ["p0", "p1"]
+    shared = PoolPolicy(pool, features, prompts, lr=0.1)
+    offset = PoolPolicy(pool, features, prompts, lr=0.1, per_prompt=True)
+    for policy in (shared, offset):
+        for _ in range(20):
+            policy.update(["p0"], ["a0.2"], torch.tensor([1.0]))
+    idx = torch.arange(P)
+    assert torch.allclose(shared.probs(idx), torch.full((P, C), 1 / C))  # no capacity
+    probs = offset.probs(idx)
+    assert probs[0, 2] > 0.5 and probs[0].argmax() == 2
+    assert torch.allclose(probs[1], torch.full((C,), 1 / C))  # other prompts untouched
+
+    offset.save(tmp_path / "v")
+    loaded = PoolPolicy.load(tmp_path / "v")
+    assert loaded.per_prompt and torch.equal(loaded.probs(idx), probs)
+    args = (["p1"], ["a1.0"], torch.tensor([0.5]))
+    assert loaded.update(*args) == offset.update(*args)
+    assert torch.equal(loaded.offset, offset.offset)

@@ -192,6 +192,20 @@ API: dict[tuple[str, str], Case] = {
     ("POST", "/api/v1/campaigns/{campaign_id}/imports/pairs/"): Case(
         row(MANAGE), lambda w: (f"/api/v1/campaigns/{_c(w)}/imports/pairs/", _pairs_file())
     ),
+    # Raters (issue 20): a rater's quality is for the campaign's owner and admins only.
+    ("GET", "/api/v1/campaigns/{campaign_id}/raters/"): Case(
+        row(MANAGE), lambda w: (f"/api/v1/campaigns/{_c(w)}/raters/", {})
+    ),
+    ("POST", "/api/v1/campaigns/{campaign_id}/raters/exclusion/"): Case(
+        row(MANAGE),
+        lambda w: (
+            f"/api/v1/campaigns/{_c(w)}/raters/exclusion/",
+            _json({"rater": f"user:{_label(w).annotator_id}", "excluded": True}),
+        ),
+    ),
+    ("POST", "/api/v1/campaigns/{campaign_id}/raters/gold/"): Case(
+        row(MANAGE), lambda w: (f"/api/v1/campaigns/{_c(w)}/raters/gold/", _json({"rate": 0.1}))
+    ),
 }
 
 # API routes the schema leaves out on purpose, with who may use them.
@@ -356,6 +370,32 @@ PAGES: dict[str, Case] = {
             f"/research/campaigns/{_c(w)}/labels/{_label(w).pk}/flag/",
             {"method": "post", **_form({"flagged": "1"})},
         ),
+    ),
+    "raters:campaign": Case(
+        row(PAGE_BUDGET), lambda w: (f"/research/campaigns/{_c(w)}/raters/", {})
+    ),
+    "raters:exclusion": Case(
+        row(PAGE_BUDGET),
+        lambda w: (
+            f"/research/campaigns/{_c(w)}/raters/exclusion/",
+            {
+                "method": "post",
+                **_form({"rater": f"user:{_label(w).annotator_id}", "excluded": "1"}),
+            },
+        ),
+    ),
+    "raters:gold": Case(
+        row(PAGE_BUDGET),
+        lambda w: (
+            f"/research/campaigns/{_c(w)}/raters/gold/",
+            {"method": "post", **_form({"rate": "0.1"})},
+        ),
+    ),
+    # Across campaigns: admins see every campaign, researchers those they own.
+    "raters:admin": Case(
+        row(("login", "403", "ok", "ok", "ok", "403", "ok")),
+        lambda w: ("/research/raters/", {}),
+        target=None,
     ),
     # Any signed-in user may open an invite link (the token is the secret).
     "insights:invite": Case(

@@ -101,8 +101,18 @@ def load_causal_lm(path: str | Path) -> tuple[Any, Any]:
         raise FileNotFoundError(f"{path} is not a Hugging Face model directory (no config.json)")
     model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True)
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
+    model.to(default_device())
     model.eval()
     return model, tokenizer
+
+
+def default_device() -> torch.device:
+    """Where LMs run: ``RLHF_DEVICE`` when set (e.g. ``cpu``, ``cuda:1``), else CUDA when
+    present, else the CPU."""
+    chosen = os.environ.get("RLHF_DEVICE")
+    if chosen:
+        return torch.device(chosen)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def load_smollm2(

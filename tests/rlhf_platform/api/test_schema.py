@@ -27,6 +27,9 @@ V1_OPERATIONS = {
     ("/api/v1/campaigns/{campaign_id}/exports/labels/", "get"),
     ("/api/v1/campaigns/{campaign_id}/exports/preferences/", "get"),
     ("/api/v1/campaigns/{campaign_id}/imports/pairs/", "post"),
+    ("/api/v1/campaigns/{campaign_id}/raters/", "get"),
+    ("/api/v1/campaigns/{campaign_id}/raters/exclusion/", "post"),
+    ("/api/v1/campaigns/{campaign_id}/raters/gold/", "post"),
 }
 
 

@@ -173,3 +173,14 @@ def test_valid_configs_pass():
             {"name": "N", "policy_config": policy, "reward_config": reward}
         )
         assert errors == {}, (policy, reward, errors)
+
+
+def test_reward_config_rater_weighting_is_checked():
+    from rlhf_platform.campaigns.definition import campaign_validate
+
+    _, errors = campaign_validate({"name": "w", "reward_config": {"rater_weighting": "on"}})
+    assert "rater_weighting" in errors["reward_config"][0]
+    clean, errors = campaign_validate(
+        {"name": "w", "reward_config": {"rater_weighting": "weighted"}}
+    )
+    assert not errors and clean["reward_config"] == {"rater_weighting": "weighted"}
