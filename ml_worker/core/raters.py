@@ -228,7 +228,17 @@ def _shown(post_rows: np.ndarray, sw: np.ndarray) -> np.ndarray:
     return out
 
 
-def _e_step(conf, prior, it, rt, obs, sw, n_items, gold_idx, gold_post) -> np.ndarray:
+def _e_step(
+    conf: np.ndarray,
+    prior: np.ndarray,
+    it: np.ndarray,
+    rt: np.ndarray,
+    obs: np.ndarray,
+    sw: np.ndarray,
+    n_items: int,
+    gold_idx: np.ndarray,
+    gold_post: np.ndarray,
+) -> np.ndarray:
     log_conf = np.log(conf)  # [R, 4, 4]
     ll_shown = log_conf[rt, :, obs]  # [L, 4]: log P(answer | true class as shown)
     ll = _shown(ll_shown, sw)  # back to canonical classes (the swap is its own inverse)
@@ -239,10 +249,18 @@ def _e_step(conf, prior, it, rt, obs, sw, n_items, gold_idx, gold_post) -> np.nd
     post /= post.sum(1, keepdims=True)
     if len(gold_idx):
         post[gold_idx] = gold_post
-    return post
+    return np.asarray(post)
 
 
-def _m_step(post, it, rt, obs, sw, n_raters, alpha) -> tuple[np.ndarray, np.ndarray]:
+def _m_step(
+    post: np.ndarray,
+    it: np.ndarray,
+    rt: np.ndarray,
+    obs: np.ndarray,
+    sw: np.ndarray,
+    n_raters: int,
+    alpha: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray]:
     truth_shown = _shown(post[it], sw)  # [L, 4]
     counts = np.zeros((n_raters, K, K))
     # counts[r, k, y] += P(true shown = k) for each label (r, y)
@@ -258,7 +276,18 @@ def _m_step(post, it, rt, obs, sw, n_raters, alpha) -> tuple[np.ndarray, np.ndar
 
 
 def _estimates(
-    conf, post, it, rt, obs, sw, rater_list, seconds, gold, item_list, obs_canon, th
+    conf: np.ndarray,
+    post: np.ndarray,
+    it: np.ndarray,
+    rt: np.ndarray,
+    obs: np.ndarray,
+    sw: np.ndarray,
+    rater_list: list[str],
+    seconds: Sequence[float | None] | None,
+    gold: Mapping[Hashable, str],
+    item_list: list[Hashable],
+    obs_canon: np.ndarray,
+    th: Thresholds,
 ) -> dict[str, RaterEstimate]:
     truth_shown = _shown(post[it], sw)  # [L, 4]
     secs = (

@@ -101,7 +101,7 @@ def load_causal_lm(path: str | Path) -> tuple[Any, Any]:
         raise FileNotFoundError(f"{path} is not a Hugging Face model directory (no config.json)")
     model = AutoModelForCausalLM.from_pretrained(path, local_files_only=True)
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-    model.to(default_device())
+    cast(Any, model).to(default_device())  # transformers types .to() for its own wrapper
     model.eval()
     return model, tokenizer
 
