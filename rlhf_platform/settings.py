@@ -51,7 +51,7 @@ INSTALLED_APPS = [
     "rlhf_platform.labeling",
     "rlhf_platform.budgets",
     "rlhf_platform.insights",
-    "rlhf_platform.exports",
+    "rlhf_platform.datafiles",
     "rlhf_platform.raters",
     "annotator_ui",
 ]

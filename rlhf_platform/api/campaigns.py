@@ -49,9 +49,9 @@ from rlhf_platform.campaigns.services import (
     STATE_ACTIONS,
     campaign_add_member,
     campaign_create,
-    prompts_import,
 )
-from rlhf_platform.exports.services import format_from_name, prompts_import_file
+from rlhf_platform.datafiles.formats import format_from_name
+from rlhf_platform.datafiles.imports import prompts_import, prompts_import_file
 from rlhf_platform.insights.services import campaign_state_audited
 
 TAG = ["campaigns"]

@@ -1,5 +1,5 @@
 """Export and import endpoints: TRL-ready preferences, labels with provenance, prompt and
-response-pair files (JSONL, CSV, Parquet). Formats: see :mod:`rlhf_platform.exports.services`
+response-pair files (JSONL, CSV, Parquet). Formats: see :mod:`rlhf_platform.datafiles`
 and ``docs/research.md``."""
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ from rlhf_platform.api.common import (
 )
 from rlhf_platform.api.permissions import require_researcher
 from rlhf_platform.campaigns.selectors import get_campaign_for_user
+from rlhf_platform.datafiles import exports, formats, imports
 from rlhf_platform.errors import InvalidInput
-from rlhf_platform.exports import services
 
 TAG = ["exports"]
 
@@ -41,7 +41,7 @@ def _download(chunks: Iterator[bytes], fmt: str, filename: str) -> StreamingHttp
     and sent as they are written, so neither the server nor the response holds the whole
     file (a campaign's export can be gigabytes). The row count was checked before (409
     ``nothing_to_export``); an error mid-stream ends the download early."""
-    response = StreamingHttpResponse(chunks, content_type=services.CONTENT_TYPES[fmt])
+    response = StreamingHttpResponse(chunks, content_type=formats.CONTENT_TYPES[fmt])
     response["Content-Disposition"] = f'attachment; filename="{filename}"'
     return response
 
@@ -85,9 +85,9 @@ class PreferenceExportApi(ApiView):
         "`response_a`, `response_b`, `choice` and a boolean `tie` to every row. No "
         "matching label: 409 `nothing_to_export`.",
         parameters=[
-            _enum_param("form", services.PREFERENCE_FORMS, "standard", "Row form."),
+            _enum_param("form", formats.PREFERENCE_FORMS, "standard", "Row form."),
             _enum_param("ties", ("exclude", "keep"), "exclude", "Ties and both-bad labels."),
-            _enum_param("source", services.LABEL_SOURCES, "all", "Whose labels."),
+            _enum_param("source", formats.LABEL_SOURCES, "all", "Whose labels."),
         ],
         responses={
             (200, "application/x-ndjson"): OpenApiResponse(
@@ -99,18 +99,18 @@ class PreferenceExportApi(ApiView):
     def get(self, request: Request, campaign_id: int) -> HttpResponse:
         require_researcher(request.user)
         campaign = get_campaign_for_user(request.user, campaign_id)
-        form = _choice(request, "form", services.PREFERENCE_FORMS, "standard")
+        form = _choice(request, "form", formats.PREFERENCE_FORMS, "standard")
         keep = _choice(request, "ties", ("exclude", "keep"), "exclude") == "keep"
-        source = _choice(request, "source", services.LABEL_SOURCES, "all")
-        services.require_rows(
-            services.preferences_count(campaign=campaign, keep_ties=keep, source=source),
+        source = _choice(request, "source", formats.LABEL_SOURCES, "all")
+        exports.require_rows(
+            exports.preferences_count(campaign=campaign, keep_ties=keep, source=source),
             "preference labels",
         )
-        rows = services.preference_records(
+        rows = exports.preference_records(
             campaign=campaign, form=form, keep_ties=keep, source=source
         )
         return _download(
-            services.iter_jsonl(rows), "jsonl", f"campaign-{campaign.pk}-preferences.jsonl"
+            exports.iter_jsonl(rows), "jsonl", f"campaign-{campaign.pk}-preferences.jsonl"
         )
 
 
@@ -121,8 +121,8 @@ class LabelExportApi(ApiView):
         summary="Every label with its provenance as JSONL, CSV or Parquet "
         "(researchers and admins who see the campaign)",
         parameters=[
-            _enum_param("file_format", services.LABEL_FORMATS, "jsonl", "File format."),
-            _enum_param("source", services.LABEL_SOURCES, "all", "Whose labels."),
+            _enum_param("file_format", formats.LABEL_FORMATS, "jsonl", "File format."),
+            _enum_param("source", formats.LABEL_SOURCES, "all", "Whose labels."),
         ],
         responses={
             (200, "application/x-ndjson"): OpenApiResponse(
@@ -138,10 +138,10 @@ class LabelExportApi(ApiView):
     def get(self, request: Request, campaign_id: int) -> HttpResponse:
         require_researcher(request.user)
         campaign = get_campaign_for_user(request.user, campaign_id)
-        fmt = _choice(request, "file_format", services.LABEL_FORMATS, "jsonl")
-        source = _choice(request, "source", services.LABEL_SOURCES, "all")
-        services.require_rows(services.labels_count(campaign=campaign, source=source), "labels")
-        chunks = services.iter_labels(services.label_records(campaign=campaign, source=source), fmt)
+        fmt = _choice(request, "file_format", formats.LABEL_FORMATS, "jsonl")
+        source = _choice(request, "source", formats.LABEL_SOURCES, "all")
+        exports.require_rows(exports.labels_count(campaign=campaign, source=source), "labels")
+        chunks = exports.iter_labels(exports.label_records(campaign=campaign, source=source), fmt)
         return _download(chunks, fmt, f"campaign-{campaign.pk}-labels.{fmt}")
 
 
@@ -155,7 +155,7 @@ class _FileImportApi(ApiView):
             help_text=f"At most {limits.describe(settings.IMPORT_MAX_BYTES)} (`IMPORT_MAX_BYTES`)."
         )
         file_format = enum_string_field(
-            list(services.IMPORT_FORMATS),
+            list(formats.IMPORT_FORMATS),
             required=False,
             help_text="Defaults from the file name: .jsonl/.ndjson, .csv or .parquet.",
         )
@@ -168,7 +168,7 @@ class _FileImportApi(ApiView):
         serializer = self.InputSerializer(data=request.data)
         serializer.is_valid(raise_exception=True)
         upload = serializer.validated_data["file"]
-        fmt = services.format_from_name(
+        fmt = formats.format_from_name(
             upload.name or "", serializer.validated_data.get("file_format")
         )
         limits.check_import_size(upload.size)
@@ -199,7 +199,7 @@ class PairFileImportApi(_FileImportApi):
     def post(self, request: Request, campaign_id: int) -> Response:
         campaign = get_campaign_for_user(request.user, campaign_id, manage=True)
         data, fmt = self._read(request)
-        count = services.pairs_import_file(campaign=campaign, data=data, fmt=fmt)
+        count = imports.pairs_import_file(campaign=campaign, data=data, fmt=fmt)
         return Response(
             self.OutputSerializer({"count": count}).data, status=status.HTTP_201_CREATED
         )

@@ -25,8 +25,9 @@ from rlhf_platform.campaigns.models import Campaign
 from rlhf_platform.campaigns.services import (
     campaign_add_member,
     campaign_create,
-    prompts_import,
 )
+from rlhf_platform.datafiles.formats import format_from_name
+from rlhf_platform.datafiles.imports import prompts_import_file
 from rlhf_platform.errors import InvalidInput
 from rlhf_platform.insights.services import campaign_state_audited
 
@@ -89,14 +90,14 @@ def campaign_create_from_spec(
     if spec.get("prompts"):
         path = (base_dir / spec["prompts"]).resolve()
         try:
-            content = path.read_text()
+            data = path.read_bytes()
+            fmt = format_from_name(path.name)
         except OSError as exc:
             raise _invalid(f"prompts: cannot read {path}: {exc.strerror}") from None
-        imported = len(
-            prompts_import(
-                campaign=campaign, content=content, fmt="csv" if path.suffix == ".csv" else "jsonl"
-            )
-        )
+        except InvalidInput as exc:
+            raise _invalid(f"prompts: {exc.message}") from None
+        # The same import as the API, the pages and import_prompts (JSONL, CSV or Parquet).
+        imported = prompts_import_file(campaign=campaign, data=data, fmt=fmt)
     for username in spec.get("members") or []:
         member = User.objects.filter(username=username).first()
         if member is None:

@@ -32,8 +32,8 @@ from rlhf_platform.campaigns.selectors import (
     get_user_by_username,
 )
 from rlhf_platform.campaigns.services import campaign_create, invite_accept
+from rlhf_platform.datafiles import formats, imports
 from rlhf_platform.errors import Conflict, InvalidInput, NotFound, PermissionDenied, ServiceError
-from rlhf_platform.exports import services as exports
 from rlhf_platform.insights import campaign_form, label_browser, selectors, services
 from rlhf_platform.insights.models import TRIAL_PAIR, JudgeTrial
 from rlhf_platform.insights.views import STATE_WORDS, _state_actions, insights_view
@@ -164,9 +164,9 @@ def _manage_context(request: HttpRequest, campaign: Campaign, **extra: Any) -> d
         "progress": campaign_progress(campaign),
         "audit": selectors.audit_log(campaign, limit=20),
         "now": timezone.now(),
-        "export_sources": exports.LABEL_SOURCES,
-        "export_forms": exports.PREFERENCE_FORMS,
-        "export_formats": exports.LABEL_FORMATS,
+        "export_sources": formats.LABEL_SOURCES,
+        "export_forms": formats.PREFERENCE_FORMS,
+        "export_formats": formats.LABEL_FORMATS,
         **extra,
     }
 
@@ -216,7 +216,7 @@ def campaign_import(request: HttpRequest, campaign_id: int) -> HttpResponse:
     upload = request.FILES.get("file")
     ctx: dict[str, Any] = {"import_kind": kind}
     error = ""
-    if kind not in exports.IMPORT_KINDS:
+    if kind not in imports.IMPORT_KINDS:
         error = "Choose prompts or pairs."
     elif upload is None:
         error = "Choose a file to upload."
@@ -228,12 +228,12 @@ def campaign_import(request: HttpRequest, campaign_id: int) -> HttpResponse:
     preview = None
     if not error:
         try:
-            fmt = exports.format_from_name(upload.name or "", request.POST.get("format") or None)
+            fmt = formats.format_from_name(upload.name or "", request.POST.get("format") or None)
             data = upload.read()
-            preview = exports.import_preview(data=data, fmt=fmt, kind=kind)
+            preview = imports.import_preview(data=data, fmt=fmt, kind=kind)
             if request.POST.get("do") == "import" and preview.ok:
                 run = (
-                    exports.prompts_import_file if kind == "prompts" else exports.pairs_import_file
+                    imports.prompts_import_file if kind == "prompts" else imports.pairs_import_file
                 )
                 count = run(campaign=campaign, data=data, fmt=fmt)
                 ctx["imported"] = count

@@ -11,7 +11,7 @@ import io
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from rlhf_platform.exports.cells import spreadsheet_safe
+from rlhf_platform.datafiles.cells import spreadsheet_safe
 from rlhf_platform.insights import selectors, stats
 
 Table = tuple[list[str], list[list[Any]]]

@@ -28,8 +28,8 @@ from django.views.decorators.http import require_GET, require_POST
 from rlhf_platform.campaigns.models import CampaignState
 from rlhf_platform.campaigns.selectors import campaign_progress, can_manage
 from rlhf_platform.campaigns.services import STATE_ACTIONS
+from rlhf_platform.datafiles import formats
 from rlhf_platform.errors import InvalidInput, NotFound, PermissionDenied, ServiceError
-from rlhf_platform.exports import services as exports
 from rlhf_platform.insights import charts, selectors, services, tables
 
 DEFAULT_TARGET = 0.75
@@ -162,9 +162,9 @@ def campaign_page(request: HttpRequest, campaign_id: int) -> HttpResponse:
         "progress": campaign_progress(campaign),
         "can_manage": can_manage(request.user, campaign),
         "actions": _state_actions(campaign),
-        "export_sources": exports.LABEL_SOURCES,
-        "export_forms": exports.PREFERENCE_FORMS,
-        "export_formats": exports.LABEL_FORMATS,
+        "export_sources": formats.LABEL_SOURCES,
+        "export_forms": formats.PREFERENCE_FORMS,
+        "export_formats": formats.LABEL_FORMATS,
         "timeline_chart": charts.timeline_chart(
             data["timeline"], label=f"Rounds of {campaign.name}: time in each state"
         ),

@@ -10,8 +10,8 @@ import pytest
 from rest_framework.test import APIClient
 
 from rlhf_platform.accounts.models import Role
-from rlhf_platform.exports.cells import is_formula_like, spreadsheet_safe
-from rlhf_platform.exports.services import label_records, write_labels
+from rlhf_platform.datafiles.cells import is_formula_like, spreadsheet_safe
+from rlhf_platform.datafiles.exports import label_records, write_labels
 from rlhf_platform.labeling.services import comparison_next, label_submit
 from tests.conftest import make_campaign, make_user
 

@@ -21,7 +21,7 @@ from rest_framework.authtoken.models import Token
 from rlhf_platform import limits
 from rlhf_platform.accounts.models import Role
 from rlhf_platform.campaigns.models import Campaign, Prompt, Response
-from rlhf_platform.exports import services
+from rlhf_platform.datafiles import exports
 from rlhf_platform.labeling.models import Comparison, Label
 from rlhf_platform.labeling.services import comparison_next, label_submit
 from tests.conftest import make_campaign, make_user
@@ -261,7 +261,7 @@ def test_a_pair_with_messages_keeps_its_chat_history_to_the_export(world):
     label_submit(
         annotator=world["annotator"], lease_id=lease.pk, choice=choice, idempotency_key="k"
     )
-    (row,) = services.preference_records(campaign=world["campaign"], form="conversational")
+    (row,) = exports.preference_records(campaign=world["campaign"], form="conversational")
     assert row["prompt"] == history
     assert row["chosen"] == [{"role": "assistant", "content": "12."}]
 

@@ -10,8 +10,8 @@ from django.utils import timezone
 
 from rlhf_platform.budgets.models import Budget, LedgerEntry
 from rlhf_platform.campaigns.models import Round, RoundState
+from rlhf_platform.datafiles.exports import label_records, preference_records
 from rlhf_platform.errors import Conflict, NotFound, PermissionDenied
-from rlhf_platform.exports.services import label_records, preference_records
 from rlhf_platform.insights.models import AuditAction, AuditEntry
 from rlhf_platform.insights.services import label_flag_set
 from rlhf_platform.labeling.models import Comparison, ComparisonState, Label, Lease, LeaseState

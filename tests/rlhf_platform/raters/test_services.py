@@ -13,8 +13,8 @@ from django.core.cache import cache
 from rlhf_platform.budgets.models import Budget
 from rlhf_platform.campaigns.models import ModelKind, ModelVersion, RoundState
 from rlhf_platform.campaigns.services import campaign_add_member, campaign_set_state
+from rlhf_platform.datafiles import exports
 from rlhf_platform.errors import InvalidInput, NotFound, PermissionDenied
-from rlhf_platform.exports import services as exports
 from rlhf_platform.insights.models import AuditAction, AuditEntry
 from rlhf_platform.labeling import services as labeling
 from rlhf_platform.labeling.models import Comparison, Label

@@ -28,9 +28,9 @@ from rlhf_platform.campaigns.models import (
 from rlhf_platform.campaigns.services import (
     campaign_add_member,
     campaign_create,
-    comparisons_import_pairs,
 )
 from rlhf_platform.campaigns.specs import campaign_create_from_spec, load_spec
+from rlhf_platform.datafiles.imports import comparisons_import_pairs
 from rlhf_platform.errors import ServiceError
 from rlhf_platform.insights.services import campaign_state_audited
 

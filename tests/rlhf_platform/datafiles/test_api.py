@@ -14,7 +14,7 @@ from django.db import connection
 from django.test.utils import CaptureQueriesContext
 from rest_framework.test import APIClient
 
-from rlhf_platform.exports import services
+from rlhf_platform.datafiles import exports
 from rlhf_platform.labeling.models import Comparison
 from tests.conftest import make_campaign, make_user
 from tests.rlhf_platform.insights.seed import seed_campaign
@@ -68,7 +68,7 @@ def test_labels_download_as_parquet(researcher, seeded):
 def test_exports_stream_from_the_database_in_chunks(researcher, seeded, monkeypatch, fmt):
     # One chunk per row for the text formats (one per row group for Parquet): the file is
     # sent as it is written, never built whole in memory first.
-    monkeypatch.setattr(services, "STREAM_CHUNK_BYTES", 1)
+    monkeypatch.setattr(exports, "STREAM_CHUNK_BYTES", 1)
     with CaptureQueriesContext(connection) as queries:
         response = _client(researcher).get(
             f"/api/v1/campaigns/{seeded.pk}/exports/labels/?file_format={fmt}"
@@ -82,7 +82,7 @@ def test_exports_stream_from_the_database_in_chunks(researcher, seeded, monkeypa
     # The labels are read while the body streams (after the view returned), not before.
     reads = [q["sql"] for q in queries.captured_queries[before:]]
     assert any("labeling_label" in sql for sql in reads)
-    expected = list(services.label_records(campaign=seeded))
+    expected = list(exports.label_records(campaign=seeded))
     assert len(expected) == 18
     body = b"".join(chunks)
     if fmt == "jsonl":
@@ -102,7 +102,7 @@ def test_the_preference_export_streams_the_same_rows_as_the_service(researcher, 
     response = _client(researcher).get(f"/api/v1/campaigns/{seeded.pk}/exports/preferences/")
     assert response.streaming
     rows = [json.loads(line) for line in _body(response).decode().splitlines()]
-    assert rows == list(services.preference_records(campaign=seeded))
+    assert rows == list(exports.preference_records(campaign=seeded))
 
 
 def test_a_bad_parameter_is_a_400_with_a_code(researcher, seeded):

@@ -1,5 +1,4 @@
-"""Exports (preferences that TRL reads, labels with their provenance) and file imports
-(prompts from JSONL, CSV or Parquet; response pairs for plain A/B campaigns).
+"""Exports: preferences that TRL reads, and labels with their provenance.
 
 Formats, as written here and documented in ``docs/research.md``:
 
@@ -17,7 +16,7 @@ Formats, as written here and documented in ``docs/research.md``:
   are in ``response_a`` / ``response_b`` (in the comparison's order), and ``choice`` says
   ``"tie"`` or ``"both_bad"``. A trainer that ignores those columns fails on the null
   instead of learning a preference nobody gave (checked with TRL's ``DPOTrainer`` and
-  ``RewardTrainer`` in ``tests/rlhf_platform/exports/test_trl.py``); filter with
+  ``RewardTrainer`` in ``tests/rlhf_platform/datafiles/test_trl.py``); filter with
   ``tie == False`` to train, or use the tie rows for a label-smoothed or KTO-style loss.
   With ``keep_ties`` every row has the columns ``prompt, chosen, rejected, response_a,
   response_b, choice, tie``; without it, exactly ``prompt, chosen, rejected``.
@@ -31,59 +30,21 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
 from typing import IO, Any
-
-from django.db import transaction
 
 from ml_worker.core.choice import DECISIVE, Choice
 from rlhf_platform.campaigns.models import Campaign
-from rlhf_platform.campaigns.services import (
-    PairRow,
-    PromptRow,
-    _parse_prompt_record,
-    checked_rows,
-    comparisons_import_pairs,
-    parse_pair_records,
-    parse_prompt_file,
-    prompts_create,
+from rlhf_platform.datafiles.cells import spreadsheet_safe
+from rlhf_platform.datafiles.formats import (
+    LABEL_FORMATS,
+    LABEL_SOURCES,
+    PREFERENCE_FORMS,
+    Progress,
 )
 from rlhf_platform.errors import InvalidInput, ServiceError
-from rlhf_platform.exports.cells import spreadsheet_safe
 from rlhf_platform.labeling.models import Label
 from rlhf_platform.raters.selectors import left_out_q
-
-PREFERENCE_FORMS = ("standard", "conversational")
-LABEL_SOURCES = ("all", "human", "judge")
-LABEL_FORMATS = ("jsonl", "csv", "parquet")
-IMPORT_FORMATS = ("jsonl", "csv", "parquet")
-EXTENSIONS = {".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "csv", ".parquet": "parquet"}
-CONTENT_TYPES = {
-    "jsonl": "application/x-ndjson",
-    "csv": "text/csv",
-    "parquet": "application/vnd.apache.parquet",
-}
-
-Progress = Callable[[int], None] | None
-
-
-def format_from_name(name: str, fmt: str | None = None) -> str:
-    """``fmt`` if given, else the format the file name's extension names."""
-    if fmt:
-        if fmt not in IMPORT_FORMATS:
-            raise InvalidInput(
-                f"Unknown format {fmt!r}; use {', '.join(IMPORT_FORMATS)}.", code="invalid_format"
-            )
-        return fmt
-    lowered = name.lower()
-    for ext, found in EXTENSIONS.items():
-        if lowered.endswith(ext):
-            return found
-    raise InvalidInput(
-        "Cannot tell the format from the file name; give one of jsonl, csv, parquet.",
-        code="invalid_format",
-    )
 
 
 def _labels(campaign: Campaign, source: str):
@@ -390,192 +351,3 @@ def write_labels(
     for chunk in iter_labels(rows, fmt, count):
         out.write(chunk)
     return n
-
-
-# --- Imports --------------------------------------------------------------------------------
-
-
-def read_parquet_records(data: bytes) -> list[dict[str, Any]]:
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    try:
-        return pq.read_table(io.BytesIO(data)).to_pylist()
-    except (pa.ArrowException, OSError) as exc:
-        raise InvalidInput(f"Not a readable Parquet file: {exc}", code="import_invalid") from None
-
-
-def _decode(data: bytes) -> str:
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        raise InvalidInput(
-            f"The file is not UTF-8 text (byte {exc.start}).", code="invalid_encoding"
-        ) from None
-
-
-def parse_prompt_bytes(data: bytes, fmt: str) -> list[PromptRow]:
-    """Prompt rows of a JSONL, CSV or Parquet file; every bad row listed, none imported.
-
-    Parquet rows take the same fields as JSONL objects (``prompt`` or ``messages``,
-    optional ``split``, ``reference``, ``metadata``); line numbers count rows from 1.
-    """
-    if fmt != "parquet":
-        return parse_prompt_file(_decode(data), fmt)
-    rows, errors = [], []
-    for i, record in enumerate(read_parquet_records(data), start=1):
-        record = {k: v for k, v in record.items() if v is not None}
-        try:
-            rows.append(_parse_prompt_record(record))
-        except ValueError as exc:
-            errors.append({"line": i, "error": str(exc)})
-    return checked_rows(rows, errors, unit="row")
-
-
-@transaction.atomic
-def prompts_import_file(
-    *, campaign: Campaign, data: bytes, fmt: str, progress: Progress = None
-) -> int:
-    """Import every prompt of a JSONL, CSV or Parquet file, or none of them."""
-    rows = parse_prompt_bytes(data, fmt)
-    return len(prompts_create(campaign=campaign, rows=rows, progress=progress))
-
-
-def parse_pair_bytes(data: bytes, fmt: str) -> list[PairRow]:
-    """Pair rows ``{prompt | messages, response_a, response_b, [split, reference, priority, gold,
-    metadata]}`` of a JSONL, CSV or Parquet file; every bad row listed, none imported."""
-    lines: list[int] = []
-    errors: list[dict[str, Any]] = []
-    records: list[Any] = []
-    if fmt == "parquet":
-        records = read_parquet_records(data)
-        lines = list(range(1, len(records) + 1))
-    elif fmt == "jsonl":
-        for lineno, line in enumerate(_decode(data).splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                records.append(json.loads(line))
-                lines.append(lineno)
-            except json.JSONDecodeError as exc:
-                errors.append({"line": lineno, "error": f"invalid JSON: {exc.msg}"})
-    elif fmt == "csv":
-        reader = csv.DictReader(io.StringIO(_decode(data), newline=""))
-        try:
-            missing = {"prompt", "response_a", "response_b"} - set(reader.fieldnames or [])
-            if missing:
-                raise InvalidInput(
-                    f"The CSV lacks the column(s) {', '.join(sorted(missing))}.",
-                    code="import_invalid",
-                )
-            for record in reader:
-                if None in record:
-                    errors.append({"line": reader.line_num, "error": "more fields than the header"})
-                    continue
-                records.append(record)
-                lines.append(reader.line_num)
-        except csv.Error as exc:
-            raise InvalidInput(
-                f"line {reader.line_num}: not readable as CSV: {exc}", code="import_invalid"
-            ) from None
-    else:
-        raise InvalidInput(
-            f"Unknown format {fmt!r}; use {', '.join(IMPORT_FORMATS)}.", code="invalid_format"
-        )
-    records = [
-        {k: v for k, v in r.items() if v not in (None, "")} if isinstance(r, dict) else r
-        for r in records
-    ]
-    unit = "row" if fmt == "parquet" else "line"
-    return parse_pair_records(records, unit=unit, lines=lines, errors=errors)
-
-
-def pairs_import_file(
-    *, campaign: Campaign, data: bytes, fmt: str, progress: Progress = None
-) -> int:
-    """Queue comparisons of existing responses (a plain A/B campaign without a policy).
-
-    All pairs or none: ``comparisons_import_pairs`` runs in one transaction.
-    """
-    pairs = parse_pair_bytes(data, fmt)
-    created = comparisons_import_pairs(campaign=campaign, pairs=pairs)
-    if progress:
-        progress(created)
-    return created
-
-
-# --- Import preview (nothing written) --------------------------------------------------------
-
-IMPORT_KINDS = ("prompts", "pairs")
-
-
-@dataclass(frozen=True)
-class ImportPreview:
-    """What importing a file would do: its first rows as read, how many rows it holds, and
-    every bad row with its line (JSONL, CSV: the file's line; Parquet: the row number)."""
-
-    kind: str
-    fmt: str
-    total: int
-    columns: list[str]
-    rows: list[dict[str, Any]]
-    errors: list[dict[str, Any]]
-
-    @property
-    def ok(self) -> bool:
-        return not self.errors
-
-    @property
-    def cells(self) -> list[list[str | None]]:
-        """The preview rows as text, one cell per column (None where a row lacks it)."""
-
-        def text(value: Any) -> str | None:
-            if value is None:
-                return None
-            return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
-
-        return [[text(row.get(c)) for c in self.columns] for row in self.rows]
-
-    @property
-    def unit(self) -> str:
-        """What an error's number counts: the file's lines (JSONL, CSV), or rows (Parquet)."""
-        return "row" if self.fmt == "parquet" else "line"
-
-
-def _raw_records(data: bytes, fmt: str) -> list[dict[str, Any]]:
-    """The file's rows as dicts, for display only (a line that is not a JSON object is
-    shown as its text)."""
-    if fmt == "parquet":
-        return read_parquet_records(data)
-    text = _decode(data)
-    if fmt == "csv":
-        return [dict(r) for r in csv.DictReader(io.StringIO(text))]
-    records: list[dict[str, Any]] = []
-    for line in text.splitlines():
-        if not line.strip():
-            continue
-        try:
-            value = json.loads(line)
-        except json.JSONDecodeError:
-            value = None
-        records.append(value if isinstance(value, dict) else {"(line)": line[:200]})
-    return records
-
-
-def import_preview(*, data: bytes, fmt: str, kind: str, limit: int = 5) -> ImportPreview:
-    """Check a prompt or pair file without importing anything: the first ``limit`` rows and
-    every bad row. The import itself (``prompts_import_file`` / ``pairs_import_file``)
-    checks again and imports all rows or none."""
-    if kind not in IMPORT_KINDS:
-        raise InvalidInput(f"Unknown import {kind!r}; use prompts or pairs.", code="invalid_kind")
-    errors: list[dict[str, Any]] = []
-    try:
-        records = _raw_records(data, fmt)
-    except InvalidInput as exc:
-        return ImportPreview(kind, fmt, 0, [], [], [{"line": None, "error": exc.message}])
-    try:
-        (parse_prompt_bytes if kind == "prompts" else parse_pair_bytes)(data, fmt)
-    except InvalidInput as exc:
-        errors = list(exc.details) if exc.details else [{"line": None, "error": exc.message}]
-    columns = list(dict.fromkeys(k for r in records[:limit] for k in r))
-    return ImportPreview(kind, fmt, len(records), columns, records[:limit], errors)

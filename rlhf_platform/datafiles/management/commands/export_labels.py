@@ -6,8 +6,8 @@ import sys
 
 from django.core.management.base import BaseCommand, CommandError
 
-from rlhf_platform.exports import services
-from rlhf_platform.exports.management.commands._common import campaign_arg, progress_bar
+from rlhf_platform.datafiles import exports, formats
+from rlhf_platform.datafiles.management.commands._common import campaign_arg, progress_bar
 
 
 class Command(BaseCommand):
@@ -18,26 +18,26 @@ class Command(BaseCommand):
         parser.add_argument("campaign", help="Campaign id or name.")
         parser.add_argument("-o", "--output", default="-", help="File to write ('-': stdout).")
         parser.add_argument(
-            "--format", dest="fmt", choices=services.LABEL_FORMATS, help="Default: from -o."
+            "--format", dest="fmt", choices=formats.LABEL_FORMATS, help="Default: from -o."
         )
-        parser.add_argument("--source", choices=services.LABEL_SOURCES, default="all")
+        parser.add_argument("--source", choices=formats.LABEL_SOURCES, default="all")
 
     def handle(self, *args, campaign, output, fmt, source, **options):
         campaign = campaign_arg(campaign)
-        fmt = fmt or ("jsonl" if output == "-" else services.format_from_name(output))
+        fmt = fmt or ("jsonl" if output == "-" else formats.format_from_name(output))
         if fmt == "parquet" and output == "-":
             raise CommandError("Parquet needs a file: give -o labels.parquet.")
-        total = services.labels_count(campaign=campaign, source=source)
+        total = exports.labels_count(campaign=campaign, source=source)
         if total == 0:
             raise CommandError(
                 f"Nothing to export: no labels match (campaign {campaign.pk}, source "
                 f"{source}); no file written."
             )
-        rows = services.label_records(campaign=campaign, source=source)
+        rows = exports.label_records(campaign=campaign, source=source)
         with progress_bar(total, "labels", "label", self.stderr) as advance:
             if output == "-":
-                n = services.write_labels(rows, sys.stdout.buffer, fmt, advance)
+                n = exports.write_labels(rows, sys.stdout.buffer, fmt, advance)
             else:
                 with open(output, "wb") as out:
-                    n = services.write_labels(rows, out, fmt, advance)
+                    n = exports.write_labels(rows, out, fmt, advance)
         self.stderr.write(f"Wrote {n} labels as {fmt}.")

@@ -10,8 +10,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from rlhf_platform.datafiles import exports, formats, imports
 from rlhf_platform.errors import InvalidInput
-from rlhf_platform.exports import services
 from rlhf_platform.labeling.models import Comparison
 from tests.conftest import make_campaign
 from tests.rlhf_platform.insights.seed import LABELS, seed_campaign
@@ -28,12 +28,12 @@ def seeded(researcher, annotator, other_annotator):
 
 def _jsonl(rows) -> list[dict]:
     out = io.BytesIO()
-    services.write_jsonl(rows, out)
+    exports.write_jsonl(rows, out)
     return [json.loads(line) for line in out.getvalue().decode().splitlines()]
 
 
 def test_standard_preferences_put_the_preferred_answer_in_chosen(seeded):
-    rows = _jsonl(services.preference_records(campaign=seeded))
+    rows = _jsonl(exports.preference_records(campaign=seeded))
     assert len(rows) == DECISIVE == 17  # 11 decisive human labels + 6 judge labels
     assert all(set(r) == {"prompt", "chosen", "rejected"} for r in rows)
     # Comparison 2: everyone chose B.
@@ -42,7 +42,7 @@ def test_standard_preferences_put_the_preferred_answer_in_chosen(seeded):
 
 
 def test_conversational_form(seeded):
-    rows = _jsonl(services.preference_records(campaign=seeded, form="conversational"))
+    rows = _jsonl(exports.preference_records(campaign=seeded, form="conversational"))
     row = rows[0]
     assert row["prompt"] == [{"role": "user", "content": row["prompt"][0]["content"]}]
     assert row["chosen"][0]["role"] == "assistant"
@@ -50,7 +50,7 @@ def test_conversational_form(seeded):
 
 
 def test_ties_are_excluded_unless_kept(seeded):
-    kept = _jsonl(services.preference_records(campaign=seeded, keep_ties=True))
+    kept = _jsonl(exports.preference_records(campaign=seeded, keep_ties=True))
     assert len(kept) == 18
     ties = [r for r in kept if r["tie"]]
     # A tie is never written as a preference: chosen and rejected are null, the two texts
@@ -59,13 +59,13 @@ def test_ties_are_excluded_unless_kept(seeded):
     assert (ties[0]["response_a"], ties[0]["response_b"]) == ("Answer A3.", "Answer B3.")
     assert ties[0]["choice"] in ("tie", "both_bad")
     assert all(r["chosen"] and r["choice"] in ("A", "B") for r in kept if not r["tie"])
-    assert services.preferences_count(campaign=seeded) == 17
+    assert exports.preferences_count(campaign=seeded) == 17
 
 
 def test_source_filter(seeded):
-    assert len(_jsonl(services.preference_records(campaign=seeded, source="judge"))) == 6
+    assert len(_jsonl(exports.preference_records(campaign=seeded, source="judge"))) == 6
     with pytest.raises(InvalidInput):
-        list(services.preference_records(campaign=seeded, source="robots"))
+        list(exports.preference_records(campaign=seeded, source="robots"))
 
 
 def test_datasets_loads_the_export_as_trl_expects(seeded, tmp_path):
@@ -74,7 +74,7 @@ def test_datasets_loads_the_export_as_trl_expects(seeded, tmp_path):
     for form in ("standard", "conversational"):
         path = tmp_path / f"{form}.jsonl"
         with path.open("wb") as out:
-            services.write_jsonl(services.preference_records(campaign=seeded, form=form), out)
+            exports.write_jsonl(exports.preference_records(campaign=seeded, form=form), out)
         ds = load_dataset("json", data_files=str(path), split="train")
         assert ds.column_names == ["prompt", "chosen", "rejected"]
         assert ds.num_rows == 17
@@ -90,7 +90,7 @@ def test_datasets_loads_the_export_as_trl_expects(seeded, tmp_path):
 
 
 def test_label_export_has_provenance_in_every_format(seeded, annotator):
-    records = list(services.label_records(campaign=seeded))
+    records = list(exports.label_records(campaign=seeded))
     assert len(records) == 18
     human = next(r for r in records if r["annotator"] == annotator.username)
     assert human["source"] == "human" and human["judge_name"] is None
@@ -101,20 +101,20 @@ def test_label_export_has_provenance_in_every_format(seeded, annotator):
     assert judge["annotator"] is None and judge["judge_name"] == "oracle"
     assert judge["judge_prob_a"] is not None
 
-    names = [name for name, _ in services.LABEL_COLUMNS]
+    names = [name for name, _ in exports.LABEL_COLUMNS]
     out = io.BytesIO()
-    assert services.write_labels(iter(records), out, "csv") == 18
+    assert exports.write_labels(iter(records), out, "csv") == 18
     rows = list(csv.DictReader(io.StringIO(out.getvalue().decode())))
     assert list(rows[0]) == names and len(rows) == 18
 
     out = io.BytesIO()
-    assert services.write_labels(iter(records), out, "parquet") == 18
+    assert exports.write_labels(iter(records), out, "parquet") == 18
     table = pq.read_table(io.BytesIO(out.getvalue()))
     assert table.column_names == names and table.num_rows == 18
     assert table.schema.field("shown_swapped").type == pa.bool_()
 
     out = io.BytesIO()
-    services.write_labels(iter(records), out, "jsonl")
+    exports.write_labels(iter(records), out, "jsonl")
     assert len(out.getvalue().splitlines()) == 18
 
 
@@ -132,7 +132,7 @@ def test_prompt_import_from_parquet(researcher):
             {"prompt": "Two?", "split": "eval", "reference": "2"},
         ]
     )
-    assert services.prompts_import_file(campaign=campaign, data=data, fmt="parquet") == 2
+    assert imports.prompts_import_file(campaign=campaign, data=data, fmt="parquet") == 2
     assert list(campaign.prompts.values_list("text", "split", "reference")) == [
         ("One?", "train", ""),
         ("Two?", "eval", "2"),
@@ -143,17 +143,17 @@ def test_a_bad_parquet_row_imports_nothing(researcher):
     campaign = make_campaign(researcher, pairs=0, start=False)
     data = _parquet([{"prompt": "Fine?"}, {"prompt": ""}])
     with pytest.raises(InvalidInput) as err:
-        services.prompts_import_file(campaign=campaign, data=data, fmt="parquet")
+        imports.prompts_import_file(campaign=campaign, data=data, fmt="parquet")
     assert err.value.code == "import_invalid" and err.value.details[0]["line"] == 2
     assert not campaign.prompts.exists()
     with pytest.raises(InvalidInput):
-        services.prompts_import_file(campaign=campaign, data=b"not parquet", fmt="parquet")
+        imports.prompts_import_file(campaign=campaign, data=b"not parquet", fmt="parquet")
 
 
 def test_prompt_import_from_jsonl_and_csv(researcher):
     campaign = make_campaign(researcher, pairs=0, start=False)
-    services.prompts_import_file(campaign=campaign, data=b'{"prompt": "J?"}\n', fmt="jsonl")
-    services.prompts_import_file(campaign=campaign, data=b"prompt\nC?\n", fmt="csv")
+    imports.prompts_import_file(campaign=campaign, data=b'{"prompt": "J?"}\n', fmt="jsonl")
+    imports.prompts_import_file(campaign=campaign, data=b"prompt\nC?\n", fmt="csv")
     assert sorted(campaign.prompts.values_list("text", flat=True)) == ["C?", "J?"]
 
 
@@ -170,7 +170,7 @@ def test_pair_import_queues_comparisons(researcher, fmt):
         data = b"prompt,response_a,response_b\nP1?,a1,b1\nP2?,a2,b2\n"
     else:
         data = _parquet(pairs)
-    assert services.pairs_import_file(campaign=campaign, data=data, fmt=fmt) == 2
+    assert imports.pairs_import_file(campaign=campaign, data=data, fmt=fmt) == 2
     comps = Comparison.objects.filter(campaign=campaign).select_related("response_a")
     assert sorted(c.response_a.text for c in comps) == ["a1", "a2"]
     assert {c.acquisition_rule for c in comps} == {"imported"}
@@ -179,12 +179,12 @@ def test_pair_import_queues_comparisons(researcher, fmt):
 def test_pair_import_rejects_a_csv_without_responses(researcher):
     campaign = make_campaign(researcher, pairs=0, start=False)
     with pytest.raises(InvalidInput, match="response_a"):
-        services.pairs_import_file(campaign=campaign, data=b"prompt\nP?\n", fmt="csv")
+        imports.pairs_import_file(campaign=campaign, data=b"prompt\nP?\n", fmt="csv")
 
 
 def test_format_from_name():
-    assert services.format_from_name("x.PARQUET") == "parquet"
-    assert services.format_from_name("x.ndjson") == "jsonl"
-    assert services.format_from_name("x.bin", "csv") == "csv"
+    assert formats.format_from_name("x.PARQUET") == "parquet"
+    assert formats.format_from_name("x.ndjson") == "jsonl"
+    assert formats.format_from_name("x.bin", "csv") == "csv"
     with pytest.raises(InvalidInput):
-        services.format_from_name("x.bin")
+        formats.format_from_name("x.bin")

@@ -6,9 +6,9 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
+from rlhf_platform.datafiles import formats, imports
+from rlhf_platform.datafiles.management.commands._common import campaign_arg, progress_bar
 from rlhf_platform.errors import ServiceError
-from rlhf_platform.exports import services
-from rlhf_platform.exports.management.commands._common import campaign_arg, progress_bar
 
 
 class Command(BaseCommand):
@@ -18,16 +18,16 @@ class Command(BaseCommand):
         parser.add_argument("campaign", help="Campaign id or name.")
         parser.add_argument("file", type=Path)
         parser.add_argument(
-            "--format", dest="fmt", choices=services.IMPORT_FORMATS, help="Default: from the name."
+            "--format", dest="fmt", choices=formats.IMPORT_FORMATS, help="Default: from the name."
         )
 
     def handle(self, *args, campaign, file, fmt, **options):
         campaign = campaign_arg(campaign)
         try:
-            fmt = services.format_from_name(file.name, fmt)
+            fmt = formats.format_from_name(file.name, fmt)
             data = file.read_bytes()
             with progress_bar(None, "prompts", "prompt", self.stderr) as advance:
-                n = services.prompts_import_file(
+                n = imports.prompts_import_file(
                     campaign=campaign, data=data, fmt=fmt, progress=advance
                 )
         except ServiceError as exc:

@@ -9,9 +9,9 @@ from django.db import transaction
 
 from rlhf_platform.accounts.models import User
 from rlhf_platform.campaigns.services import campaign_create
+from rlhf_platform.datafiles import formats, imports
+from rlhf_platform.datafiles.management.commands._common import campaign_arg, progress_bar
 from rlhf_platform.errors import ServiceError
-from rlhf_platform.exports import services
-from rlhf_platform.exports.management.commands._common import campaign_arg, progress_bar
 
 
 class Command(BaseCommand):
@@ -29,12 +29,12 @@ class Command(BaseCommand):
         parser.add_argument("--owner", help="Username of the new campaign's owner.")
         parser.add_argument("--overlap", type=int, default=1, help="Labels per pair.")
         parser.add_argument(
-            "--format", dest="fmt", choices=services.IMPORT_FORMATS, help="Default: from the name."
+            "--format", dest="fmt", choices=formats.IMPORT_FORMATS, help="Default: from the name."
         )
 
     def handle(self, *args, file, campaign, create, owner, overlap, fmt, **options):
         try:
-            fmt = services.format_from_name(file.name, fmt)
+            fmt = formats.format_from_name(file.name, fmt)
             data = file.read_bytes()
             with transaction.atomic():  # a bad file leaves no new, empty campaign behind
                 n, target = self._import(data, fmt, campaign, create, owner, overlap)
@@ -60,5 +60,5 @@ class Command(BaseCommand):
         else:
             target = campaign_arg(campaign)
         with progress_bar(None, "pairs", "pair", self.stderr) as advance:
-            n = services.pairs_import_file(campaign=target, data=data, fmt=fmt, progress=advance)
+            n = imports.pairs_import_file(campaign=target, data=data, fmt=fmt, progress=advance)
         return n, target
