@@ -65,6 +65,14 @@ def env() -> PoolEnv:
     return dataclasses.replace(base, rewards=parity.oracle_rewards(base, JUDGE))
 
 
+@pytest.fixture(scope="module")
+def env_in(env) -> PoolEnv:
+    """The in-distribution form: an initial policy of its own (a function of the text, as
+    SmolLM2's likelihood is) and per-prompt offsets; duplicate texts share their offset."""
+    base = torch.tensor([[(len(t) % 7) / 3.0 for t in cands] for cands in env.pool])
+    return dataclasses.replace(env, base_logits=base, per_prompt=True)
+
+
 @pytest.fixture
 def package(env, tmp_path, settings):
     settings.ARTIFACT_ROOT = tmp_path / "artifacts"
@@ -118,6 +126,19 @@ def test_a_campaign_run_in_process_matches_the_simulation(researcher, env, packa
     # the policy moved at each of its refits or steps
     assert all(abs(r["win_rate"] - 0.5) > 1e-6 for r in on_platform)
     assert len({round(r["win_rate"], 6) for r in on_platform}) == len(on_platform)
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize("algorithm", ["periodic", "double_ts"])
+def test_the_in_distribution_form_matches_too(researcher, env_in, tmp_path, settings, algorithm):
+    settings.ARTIFACT_ROOT = tmp_path / "artifacts"
+    package = parity.write_pool_package(env_in, tmp_path / "pool-package-in")
+    campaign = _campaign(researcher, env_in, package, f"parity-in-{algorithm}", algorithm)
+    rounds = campaign_run_inline(campaign_id=campaign.pk, rounds=5)
+    assert [r.state for r in rounds] == [RoundState.DONE] * 3, [r.failure_reason for r in rounds]
+    on_platform = parity.campaign_win_rates(env_in, campaign, package)
+    assert parity.compare(on_platform, _in_process(env_in, algorithm)) == []
+    assert len(on_platform) == len(POLICY_ROUNDS[algorithm])
 
 
 @pytest.mark.django_db

@@ -209,3 +209,18 @@ def test_per_prompt_offsets_let_it_prefer_a_candidate_the_features_cannot_single
     args = (["p1"], ["a1.0"], torch.tensor([0.5]))
     assert loaded.update(*args) == offset.update(*args)
     assert torch.equal(loaded.offset, offset.offset)
+
+
+def test_copies_of_a_text_share_their_offset_so_an_update_by_text_is_an_update_by_index():
+    """The platform updates by text, the benchmark by the sampled index: with duplicate texts
+    both must move the policy the same way."""
+    features = torch.ones(1, 3, 2)
+    pool = [["same", "other", "same"]]
+    by_index = PoolPolicy(pool, features, ["p"], lr=0.1, per_prompt=True)
+    by_text = PoolPolicy(pool, features, ["p"], lr=0.1, per_prompt=True)
+    by_index.update_indices(torch.tensor([0]), torch.tensor([0]), torch.tensor([1.0]))
+    by_text.update(["p"], ["same"], torch.tensor([1.0]))  # maps to one of the copies
+    idx = torch.tensor([0])
+    assert torch.allclose(by_index.probs(idx), by_text.probs(idx))
+    probs = by_index.probs(idx)[0]
+    assert probs[0] == probs[2] and probs[0] > probs[1]

@@ -7,7 +7,8 @@ For prompt p with candidates c = 0..C-1 and frozen features phi[p, c] in R^D,
 theta in R^D is shared across prompts, so what is learned on one prompt generalizes to others
 through the features. With ``per_prompt=True`` the policy also learns a per-prompt logit offset
 ``offset[p, c]`` (a table, added to the logits): the capacity to prefer any candidate of a prompt
-it trains on, whatever the features say (the benchmark's in-distribution setting). Initial policy: theta = 0, so pi = softmax(base_logits); with no
+it trains on, whatever the features say (the benchmark's in-distribution setting); copies of one
+text share their offset. Initial policy: theta = 0, so pi = softmax(base_logits); with no
 `base_logits` that is the uniform distribution over each prompt's pool. Pass the initial LM's
 sequence log-probabilities of the candidates as `base_logits` to start from (the pool-restricted)
 initial LM instead. Pools may have different sizes: pad `features` to the largest C and the
@@ -85,6 +86,14 @@ class PoolPolicy:
         self.theta = torch.zeros(D, requires_grad=True)
         self.theta_ema = torch.zeros(D)
         self.per_prompt = per_prompt
+        # Each candidate's first copy of its text: the offsets belong to texts, so copies of a
+        # text share one (an update keyed by text then moves every copy, as sampling any copy
+        # would have).
+        self._canon = torch.arange(C).repeat(P, 1)
+        for p, cands in enumerate(pool):
+            first: dict[str, int] = {}
+            for c, text in enumerate(cands):
+                self._canon[p, c] = first.setdefault(text, c)
         # [P, C] learned logit offsets, or [0] (none): a leaf either way, so saving is uniform.
         self.offset = torch.zeros((P, C) if per_prompt else (0,), requires_grad=per_prompt)
         self.offset_ema = torch.zeros_like(self.offset)
@@ -108,7 +117,7 @@ class PoolPolicy:
         theta, offset = (self.theta_ema, self.offset_ema) if anchor else (self.theta, self.offset)
         logits = self.base_logits[prompt_idx] + self.features[prompt_idx] @ theta
         if self.per_prompt:
-            logits = logits + offset[prompt_idx]
+            logits = logits + offset[prompt_idx].gather(1, self._canon[prompt_idx])
         return logits.masked_fill(~self.mask[prompt_idx], float("-inf"))
 
     def probs(self, prompt_idx: Tensor) -> Tensor:
