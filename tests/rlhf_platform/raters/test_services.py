@@ -347,3 +347,11 @@ def test_a_gold_label_can_be_undone_and_answered_again(researcher, annotator, la
     from rlhf_platform.campaigns.selectors import campaign_progress
 
     assert campaign_progress(campaign).comparisons == 1
+
+
+def test_the_refit_task_is_a_thin_wrapper(researcher, annotator, other_annotator):
+    from rlhf_platform.raters.tasks import refit
+
+    campaign = seed_campaign(researcher, [annotator, other_annotator])
+    assert refit(campaign.pk) == Label.objects.filter(campaign=campaign).count()
+    assert refit(10**9) == 0  # a deleted campaign: nothing to do, no error
