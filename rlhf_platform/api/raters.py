@@ -51,6 +51,13 @@ class _FlagSerializer(serializers.Serializer):
     reason = serializers.CharField()
 
 
+@extend_schema_serializer(component_name="RaterTimeline")
+class _TimelineSerializer(serializers.Serializer):
+    start = serializers.DateTimeField(allow_null=True)
+    end = serializers.DateTimeField(allow_null=True)
+    buckets = serializers.IntegerField()
+
+
 @extend_schema_serializer(component_name="Rater")
 class _RaterSerializer(serializers.Serializer):
     rater = serializers.CharField(help_text="`user:<id>` or `judge:<name>`.")
@@ -72,8 +79,9 @@ class _RaterSerializer(serializers.Serializer):
     flags = _FlagSerializer(many=True)
     excluded = serializers.BooleanField()
     exclusion_reason = serializers.CharField()
-    daily_labels = serializers.ListField(
-        child=serializers.ListField(), help_text="[[date, labels], ...]"
+    labels_over_time = serializers.ListField(
+        child=serializers.IntegerField(),
+        help_text="Labels in each of the campaign's `timeline.buckets` equal time spans.",
     )
 
 
@@ -85,6 +93,7 @@ class CampaignRatersApi(ApiView):
         gold_pairs = serializers.IntegerField()
         fitted_at = serializers.DateTimeField(allow_null=True)
         labels_fitted = serializers.IntegerField()
+        timeline = _TimelineSerializer(help_text="From the campaign's first label to its last.")
         raters = _RaterSerializer(many=True)
 
     @extend_schema(

@@ -67,7 +67,8 @@ class CampaignProgress:
 
 
 def campaign_progress(campaign: Campaign) -> CampaignProgress:
-    comps = campaign.comparisons.aggregate(
+    # Gold pairs (issue 20) measure raters; they are not the campaign's work.
+    comps = campaign.comparisons.filter(gold__isnull=True).aggregate(
         total=Count("id"),
         open=Count("id", filter=Q(state__in=[ComparisonState.QUEUED, ComparisonState.LEASED])),
         labeled=Count("id", filter=Q(state=ComparisonState.LABELED)),

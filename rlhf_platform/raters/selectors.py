@@ -91,11 +91,25 @@ def _display_names(keys: list[str]) -> dict[str, str]:
     }
 
 
-def _daily_counts(rows: list[tuple[str, dt.datetime]]) -> dict[str, list[tuple[str, int]]]:
-    per: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+#: The labels-over-time chart: the campaign's labeling time split into this many equal spans.
+TIMELINE_BUCKETS = 12
+
+
+def _timeline(
+    rows: list[tuple[str, dt.datetime]],
+) -> tuple[dict[str, list[int]], dict[str, Any]]:
+    """Per rater, their labels in each of ``TIMELINE_BUCKETS`` equal spans between the
+    campaign's first and last label (one time axis shared by every rater)."""
+    if not rows:
+        return {}, {"start": None, "end": None, "buckets": TIMELINE_BUCKETS}
+    start = min(t for _, t in rows)
+    end = max(t for _, t in rows)
+    span = max((end - start).total_seconds(), 1e-9)
+    per: dict[str, list[int]] = defaultdict(lambda: [0] * TIMELINE_BUCKETS)
     for key, created in rows:
-        per[key][created.date().isoformat()] += 1
-    return {k: sorted(v.items()) for k, v in per.items()}
+        i = int((created - start).total_seconds() / span * TIMELINE_BUCKETS)
+        per[key][min(i, TIMELINE_BUCKETS - 1)] += 1
+    return dict(per), {"start": start, "end": end, "buckets": TIMELINE_BUCKETS}
 
 
 def raters_overview(campaign: Campaign) -> dict[str, Any]:
@@ -141,7 +155,7 @@ def raters_overview(campaign: Campaign) -> dict[str, Any]:
     for key in keys:
         counts[key] += 1
     excluded = dict(RaterExclusion.objects.filter(campaign=campaign).values_list("rater", "reason"))
-    daily = _daily_counts([(k, row[5]) for k, row in zip(keys, labels, strict=True)])
+    over_time, timeline = _timeline([(k, row[5]) for k, row in zip(keys, labels, strict=True)])
     all_keys = sorted(set(keys) | set(excluded), key=lambda k: (k.startswith("judge:"), k))
     names = _display_names(all_keys)
     rows = []
@@ -174,7 +188,7 @@ def raters_overview(campaign: Campaign) -> dict[str, Any]:
                 "flags": est.get("flags", []),
                 "excluded": key in excluded,
                 "exclusion_reason": excluded.get(key, ""),
-                "daily_labels": daily.get(key, []),
+                "labels_over_time": over_time.get(key, [0] * TIMELINE_BUCKETS),
             }
         )
     return {
@@ -183,5 +197,6 @@ def raters_overview(campaign: Campaign) -> dict[str, Any]:
         "gold_pairs": GoldPair.objects.filter(campaign=campaign).count(),
         "fitted_at": settings_row.fitted_at if settings_row else None,
         "labels_fitted": settings_row.labels_fitted if settings_row else 0,
+        "timeline": timeline,
         "raters": rows,
     }

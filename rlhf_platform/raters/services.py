@@ -96,7 +96,9 @@ def refit_soon(campaign_id: int) -> None:
         try:
             app.send_task("raters.refit", args=[campaign_id], countdown=REFIT_DEBOUNCE_SECONDS)
         except (BrokerError, OSError) as exc:
-            cache.delete(f"raters:refit:{campaign_id}")
+            # The key stays: during an outage a submit tries the broker at most once a
+            # minute per campaign. A lost refit costs nothing lasting: the next labels send
+            # another, and weighted training refits before it trains.
             log.warning("broker unavailable, rater refit of %s not sent: %s", campaign_id, exc)
 
     transaction.on_commit(send)

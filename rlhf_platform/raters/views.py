@@ -11,7 +11,6 @@ from django.contrib import messages
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
-from django.utils.html import escape
 from django.views.decorators.http import require_GET, require_POST
 
 from rlhf_platform.campaigns.models import Campaign
@@ -22,28 +21,31 @@ from rlhf_platform.raters.selectors import raters_overview
 from rlhf_platform.raters.services import gold_mark, gold_rate_set, rater_exclusion_set
 
 
-def sparkline(daily: list[list[Any]] | list[tuple[str, int]], *, width: int = 120) -> str:
-    """A bar per day of labels, as an inline SVG (numbers and escaped dates only)."""
-    if not daily:
+def sparkline(counts: list[int], *, top: int, width: int = 120) -> str:
+    """Labels per time span as bars, an inline SVG drawn from integers only; ``top`` is the
+    largest count of the table, so that raters compare at a glance."""
+    if not counts or not any(counts):
         return ""
-    height, n = 24, len(daily)
-    top = max(int(c) for _, c in daily) or 1
+    height, n, top = 24, len(counts), max(1, top)
     bar = max(1.0, width / n - 1)
     rects = []
-    for i, (day, count) in enumerate(daily):
-        h = max(1.0, height * int(count) / top)
+    for i, count in enumerate(counts):
+        h = height * int(count) / top
+        if count:
+            h = max(h, 1.0)
         rects.append(
             f'<rect x="{i * width / n:.1f}" y="{height - h:.1f}" width="{bar:.1f}" '
-            f'height="{h:.1f}"><title>{escape(str(day))}: {int(count)}</title></rect>'
+            f'height="{h:.1f}"><title>span {i + 1} of {n}: {int(count)} labels</title></rect>'
         )
     return (
-        f'<svg class="spark" role="img" aria-label="labels per day" width="{width}" '
+        f'<svg class="spark" role="img" aria-label="labels over time" width="{width}" '
         f'height="{height}" viewBox="0 0 {width} {height}">{"".join(rects)}</svg>'
     )
 
 
 def _rows(overview: dict[str, Any]) -> list[dict[str, Any]]:
-    return [r | {"spark": sparkline(r["daily_labels"])} for r in overview["raters"]]
+    top = max((max(r["labels_over_time"], default=0) for r in overview["raters"]), default=0)
+    return [r | {"spark": sparkline(r["labels_over_time"], top=top)} for r in overview["raters"]]
 
 
 @require_GET

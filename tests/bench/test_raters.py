@@ -73,3 +73,13 @@ def test_spearman():
     assert spearman([1, 1, 1], [1, 2, 3]) is None
     assert cli.labels_needed([(100, 0.5), (200, 0.7)], 0.6) == pytest.approx(141.4, abs=0.1)
     assert cli.labels_needed([(100, 0.5)], 0.6) is None
+
+
+def test_report_re_renders_the_committed_results(tmp_path, capsys):
+    import shutil
+
+    src = cli.DEFAULT_OUT / "synthetic" / "results.json"
+    shutil.copy(src, tmp_path / "results.json")
+    assert cli.main(["--report", str(tmp_path / "results.json")]) == 0
+    table = (tmp_path / "table.md").read_text()
+    assert "Weighted / unweighted" in table and table == (src.parent / "table.md").read_text()

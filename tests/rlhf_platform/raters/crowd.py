@@ -20,9 +20,9 @@ from tests.conftest import make_user
 SWAP = {"A": "B", "B": "A"}
 
 
-def crowd_campaign(owner, *, pairs: int = 60, gold: int = 8, seed: int = 0):
+def crowd_campaign(owner, *, pairs: int = 60, gold: int = 8, seed: int = 0, prefix: str = ""):
     rng = random.Random(seed)
-    campaign = campaign_create(owner=owner, name="Crowd", labels_per_comparison=3)
+    campaign = campaign_create(owner=owner, name=f"{prefix}Crowd", labels_per_comparison=3)
     truth = {}
     rows = []
     for i in range(pairs + gold):
@@ -47,7 +47,7 @@ def crowd_campaign(owner, *, pairs: int = 60, gold: int = 8, seed: int = 0):
     }
     users = {}
     for name in people:
-        users[name] = make_user(name)
+        users[name] = make_user(prefix + name)
         campaign_add_member(campaign=campaign, user=users[name])
     campaign_set_state(campaign=campaign, action="start")
     gold_rate_set(actor=owner, campaign=campaign, rate=0.2)

@@ -40,7 +40,8 @@ def test_the_owner_gets_every_rater_with_estimates(client_for, researcher, annot
     assert anna["name"] == "anna" and anna["labels"] == 6
     assert 0 <= anna["reliability"] <= 1 and len(anna["reliability_interval"]) == 2
     assert anna["judge_agreement"]["n"] == 6
-    assert anna["daily_labels"][0][1] == 6
+    assert sum(anna["labels_over_time"]) == 6 and len(anna["labels_over_time"]) == 12
+    assert body["timeline"]["buckets"] == 12 and body["timeline"]["start"]
 
 
 def test_annotators_and_outsiders_are_refused(client_for, annotator, outsider, seeded):

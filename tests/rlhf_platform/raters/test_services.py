@@ -320,3 +320,38 @@ def test_marking_gold_in_the_browser_serves_a_copy_to_others_only(
     est = row.estimates[f"user:{annotator.pk}"]
     stored = Label.objects.get(comparison_id=lease.comparison_id).choice  # in A/B terms
     assert est["n_gold"] == 1 and est["gold_correct"] == int(stored == "A")
+
+
+def test_a_gold_label_can_be_undone_and_answered_again(researcher, annotator, labeling_path):
+    campaign = _gold_campaign(researcher, (annotator,), pairs=1, gold=1)
+    gold_rate_set(actor=researcher, campaign=campaign, rate=0.5)
+    gold_id = GoldPair.objects.get(campaign=campaign).comparison_id
+    rng = random.Random(0)
+    for _ in range(50):  # each call draws gold or not again
+        try:
+            lease = comparison_next(annotator=annotator, campaign_id=campaign.pk, rng=rng).lease
+        except NothingToLabel:
+            continue
+        if lease.comparison_id == gold_id:
+            break
+        label_submit(annotator=annotator, lease_id=lease.pk, choice="A", idempotency_key="n")
+    label, _ = label_submit(annotator=annotator, lease_id=lease.pk, choice="B", idempotency_key="g")
+    labeling.label_undo(annotator=annotator, label_id=label.pk)
+    again, created = label_submit(
+        annotator=annotator, lease_id=lease.pk, choice="A", idempotency_key="g2"
+    )
+    assert created and again.cost == 0
+    gold = Comparison.objects.get(pk=gold_id)
+    assert (gold.labels_count, gold.leased_count) == (0, 0)
+    assert Budget.objects.get(campaign=campaign).labels_spent == 1  # the ordinary pair only
+    from rlhf_platform.campaigns.selectors import campaign_progress
+
+    assert campaign_progress(campaign).comparisons == 1
+
+
+def test_the_refit_task_is_a_thin_wrapper(researcher, annotator, other_annotator):
+    from rlhf_platform.raters.tasks import refit
+
+    campaign = seed_campaign(researcher, [annotator, other_annotator])
+    assert refit(campaign.pk) == Label.objects.filter(campaign=campaign).count()
+    assert refit(10**9) == 0  # a deleted campaign: nothing to do, no error

@@ -139,3 +139,17 @@ def test_the_label_browser_marks_a_pair_as_gold(researcher, annotator):
         {"rate": "0.1", "next": "https://evil.example/"},
     )
     assert response["Location"] == f"/research/campaigns/{campaign.pk}/raters/"
+
+
+def test_the_page_costs_the_same_queries_whatever_the_number_of_raters(
+    researcher, django_assert_max_num_queries
+):
+    campaign, _ = crowd_campaign(researcher, pairs=20, gold=2)
+    client = _client(researcher)
+    # session, user, campaign; the rater settings, labels, gold answers, exclusions, names and
+    # gold count of raters_overview; the messages; savepoints.
+    with django_assert_max_num_queries(14) as few:
+        client.get(f"/research/campaigns/{campaign.pk}/raters/")
+    bigger, _ = crowd_campaign(researcher, pairs=60, gold=8, seed=1, prefix="b")
+    with django_assert_max_num_queries(len(few.captured_queries)):
+        client.get(f"/research/campaigns/{bigger.pk}/raters/")
