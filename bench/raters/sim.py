@@ -235,19 +235,20 @@ def run_seed(
         return trainer
 
     def evaluate(trainer: ENNTrainer) -> dict[str, float]:
-        gen = torch.Generator().manual_seed(seed)
         policy = _new_policy(env, Hparams())
         B = min(setup.prompts_per_round, len(train_rows))
+        # An offline refit as the platform makes it: policy_steps steps (the refit after
+        # round policy_steps - 1), on the prompts and samples of the campaign's seed.
         _optimize(
             env,
             policy,
             trainer,
-            torch.tensor(train_rows),
-            steps=setup.policy_steps,
+            list(train_rows),
+            seed=seed,
+            round_index=setup.policy_steps - 1,
             B=B,
             K=setup.samples_per_prompt,
             nudge=Hparams().nudge,
-            gen=gen,
         )
         win = exact_pair_win_probs(
             env.rewards[eval_idx], policy.probs(eval_idx), base_probs, temperature=env.temperature
