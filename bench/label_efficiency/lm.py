@@ -75,6 +75,8 @@ ARMS = {
 def campaign_spec(arm: str, args: argparse.Namespace) -> dict:
     """The platform campaign spec of one arm (docs/campaigns.md): only the arm's keys differ."""
     a = ARMS[arm]
+    # policy_steps: only when given (the platform's default is one step per round so far)
+    steps = {} if args.policy_steps is None else {"policy_steps": args.policy_steps}
     return {
         "name": f"lm-short-{arm}",
         "algorithm": a["algorithm"],
@@ -93,10 +95,10 @@ def campaign_spec(arm: str, args: argparse.Namespace) -> dict:
             "temperature": 1.0,
             "lr": args.lr,
             "nudge": a["nudge"],
-            "policy_steps": args.policy_steps,
             "eval_prompts": args.eval_prompts,
             "seed": args.seed,
-        },
+        }
+        | steps,
         "reward_config": {"num_particles": 32},
         "judge_config": {"kind": "oracle", "temperature": 1.0, "encoder": args.judge_encoder},
         "budget": {"label_cap": args.rounds * args.prompts_per_round},

@@ -68,6 +68,8 @@ def policy_config_problem(config: dict[str, Any]) -> str | None:
         if lm_only:
             return f"policy_config key(s) {lm_only} do not apply to 'pool'"
     for key, value in config.items():
+        if key == "policy_steps" and value is None:
+            continue  # the default: one step per round so far (ml_worker.core.rounds)
         if key in _STRINGS and not isinstance(value, str):
             return f"policy_config.{key} must be a string, not {value!r}"
         if key in _INTS and (isinstance(value, bool) or not isinstance(value, int)):

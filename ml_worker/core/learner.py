@@ -28,24 +28,15 @@ from typing import Any
 
 import torch
 
+# The option keys are defined once, with the torch-free checks the web process runs when a
+# campaign is created.
+from ml_worker.core.campaign_config import (
+    LM_OPTIONS,
+    POOL_OPTIONS,
+    policy_config_problem,
+)
 from ml_worker.core.enn import ENNConfig, ENNTrainer
 from ml_worker.core.features import CachedFeaturizer, LMFeaturizer
-
-LM_OPTIONS = (
-    "top_k",
-    "temperature",
-    "max_new_tokens",
-    "lr",
-    "kl_coef",
-    "ema_decay",
-    "lora_r",
-    "lora_alpha",
-    "grad_clip",
-    "gen_batch_size",
-    "train_batch_size",
-)
-RUN_OPTIONS = ("backend", "path", "seed", "nudge", "policy_steps", "eval_prompts", "models_dir")
-POOL_OPTIONS = ("lr", "kl_coef", "ema_decay", "grad_clip")
 
 
 class LearnerConfigError(ValueError):
@@ -65,20 +56,14 @@ class PolicySpec:
 
     @classmethod
     def from_config(cls, config: dict[str, Any]) -> PolicySpec:
-        unknown = sorted(set(config) - set(LM_OPTIONS) - set(RUN_OPTIONS))
-        if unknown:
-            raise LearnerConfigError(f"unknown policy_config key(s): {unknown}")
-        backend = config.get("backend")
-        if backend not in ("tiny", "smollm2", "hf", "pool"):
-            raise LearnerConfigError(
-                "policy_config.backend must be 'tiny', 'smollm2', 'hf' or 'pool'"
-            )
-        if backend in ("hf", "pool") and not config.get("path"):
-            raise LearnerConfigError(f"policy_config.path is required with backend {backend!r}")
+        # One set of rules: the checks a campaign passed when it was created.
+        problem = policy_config_problem(config) or (
+            None if config else "policy_config.backend must be 'tiny', 'smollm2', 'hf' or 'pool'"
+        )
+        if problem:
+            raise LearnerConfigError(problem)
+        backend = config["backend"]
         if backend == "pool":
-            lm_only = sorted(set(config) & (set(LM_OPTIONS) - set(POOL_OPTIONS)))
-            if lm_only:
-                raise LearnerConfigError(f"policy_config key(s) {lm_only} do not apply to 'pool'")
             options = {k: config[k] for k in POOL_OPTIONS if k in config}
         else:
             options = {"max_new_tokens": 64} | {k: config[k] for k in LM_OPTIONS if k in config}
@@ -87,7 +72,7 @@ class PolicySpec:
             path=str(config.get("path", "")),
             seed=int(config.get("seed", 0)),
             nudge=float(config.get("nudge", 0.1)),
-            policy_steps=_positive_or_none(config, "policy_steps"),
+            policy_steps=config.get("policy_steps"),
             eval_prompts=int(config.get("eval_prompts", 32)),
             models_dir=str(config.get("models_dir", "var/models")),
             lm_options=options,
@@ -105,15 +90,6 @@ class PolicySpec:
         if self.backend == "smollm2":
             return load_smollm2(Path(self.models_dir) / "smollm2-135m-instruct")
         return load_causal_lm(self.path)
-
-
-def _positive_or_none(config: dict[str, Any], key: str) -> int | None:
-    if config.get(key) is None:
-        return None
-    value = config[key]
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise LearnerConfigError(f"policy_config.{key} must be a positive integer")
-    return value
 
 
 @functools.lru_cache(maxsize=4)

@@ -21,13 +21,19 @@ POLICY_CONFIGS = [
     {"backend": "nope"},
     {"lr": 0.1},
     {"backend": "tiny", "unknown": 1},
+    {"backend": "tiny", "policy_steps": 0},
+    {"backend": "tiny", "policy_steps": None},
 ]
 
 
-def test_the_option_lists_are_the_learners():
-    assert campaign_config.LM_OPTIONS == learner.LM_OPTIONS
-    assert campaign_config.RUN_OPTIONS == learner.RUN_OPTIONS
-    assert campaign_config.POOL_OPTIONS == learner.POOL_OPTIONS
+def test_the_learner_accepts_every_option_the_check_lists_and_no_other():
+    for key in campaign_config.LM_OPTIONS + campaign_config.RUN_OPTIONS:
+        if key in ("backend", "path"):
+            continue
+        value = "x" if key == "models_dir" else 2
+        learner.PolicySpec.from_config({"backend": "tiny", key: value})  # accepted
+    with pytest.raises(learner.LearnerConfigError, match="unknown"):
+        learner.PolicySpec.from_config({"backend": "tiny", "lora_rank": 2})
 
 
 @pytest.mark.parametrize("config", POLICY_CONFIGS)
