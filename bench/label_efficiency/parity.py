@@ -42,7 +42,7 @@ from ml_worker.core.evaluation import exact_pair_win_probs
 from ml_worker.core.policies.pool import PoolPolicy
 
 from . import sim
-from .env import PoolEnv
+from .env import ENVIRONMENTS, PoolEnv
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -251,6 +251,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--algorithm", default="infomax", choices=list(CAMPAIGN_ALGORITHMS))
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--env", default="held_out", choices=list(ENVIRONMENTS))
     p.add_argument("--rounds", type=int, default=3, help="budget = rounds x B labels")
     p.add_argument("--results", type=Path, default=ROOT / "bench/results/label_efficiency")
     p.add_argument("--work", type=Path, default=ROOT / "var/bench/label_efficiency/parity")
@@ -260,9 +261,9 @@ def main(argv: list[str] | None = None) -> int:
 
     from .env import load_env
 
-    env = load_env()
+    env = load_env(environment=args.env)
     setup = sim.Setup()
-    chosen = _chosen_hparams(args.results / "results.json", args.algorithm)
+    chosen = _chosen_hparams(args.results / args.env / "results.json", args.algorithm)
     budget = args.rounds * prompts_per_round(env, setup)
     judge_config = {"kind": "oracle", "temperature": env.temperature}
 
