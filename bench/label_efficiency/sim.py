@@ -1,12 +1,15 @@
 """The six algorithms of the label-efficiency benchmark, on a `PoolEnv`, in process.
 
-Each run mirrors what the platform's round engine does for a campaign
-(`rlhf_platform/rounds/services.py`), with `PoolPolicy` as the policy and the oracle as the
-rater, on tensors instead of database rows:
+Each run is a campaign of the platform's round engine, with `PoolPolicy` as the policy and the
+oracle as the rater, on tensors instead of database rows: its rounds call the functions the
+round engine calls (`ml_worker.core.rounds`: the round's prompts, the choice of pairs, the
+online step and the refit), with `IndexDraws` giving them the policy's candidate indices where
+the platform gives texts. What is left here is the driver: the loop over rounds to each label
+budget, the oracle's labels and the evaluation.
 
 - every round takes B prompts of the training split (without replacement within the round)
   and K samples per prompt from the *sampling policy*; one pair per prompt is chosen by the
-  algorithm's acquisition rule (`select_pairs`, never two identical texts) and labeled by the
+  algorithm's acquisition rule (`rounds.choose_pairs`, never two identical texts) and labeled by the
   oracle: choice A with probability sigmoid((r_a - r_b) / T), each pair shown in a random
   order, as the platform's judge task does;
 - every random choice of round r draws from the seed the round engine uses for it
@@ -40,21 +43,16 @@ sample under the oracle's Bradley-Terry model, averaged over the evaluation prom
 
 from __future__ import annotations
 
-import functools
 import random
 from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
 
-from ml_worker.core import rounds as rounds_mod
-from ml_worker.core import seeds
-from ml_worker.core.acquisition import select_pairs
+from ml_worker.core import rounds, seeds
 from ml_worker.core.enn import ENNConfig, ENNTrainer
 from ml_worker.core.evaluation import exact_pair_win_probs
-from ml_worker.core.learner import group_rewards
 from ml_worker.core.policies.pool import PoolPolicy
-from ml_worker.core.update import reinforce_signals, unlabeled_signals
 
 from .env import PoolEnv
 
@@ -141,80 +139,105 @@ def run(
     trainer = ENNTrainer(reward_cfg)
     initial = _new_policy(env, hp)
     base_probs = initial.probs(eval_idx)
-    sampler = initial if algorithm.schedule != rounds_mod.ONLINE else _new_policy(env, hp)
+    sampler = initial if algorithm.schedule != rounds.ONLINE else _new_policy(env, hp)
     policy = sampler
-    collected: list[tuple[Tensor, Tensor, Tensor]] = []  # (features a, features b, targets)
-    labels = rounds = 0
+    collected: list[rounds.Labels] = []
+    labels = rounds_done = 0
     refit_after = -1  # the round after which `policy` was refit (offline / periodic)
 
     def refit(round_index: int) -> PoolPolicy:
         """A refit after `round_index`, as the platform's learning step makes it."""
-        fa, fb, t = (torch.cat(parts) for parts in zip(*collected, strict=True))
-        trainer.refit(fa, fb, t)
         fresh = _new_policy(env, hp)
-        _optimize(env, fresh, trainer, train_rows, seed=seed, round_index=round_index, B=B, K=K,
-                  nudge=nudge)  # fmt: skip
+        rounds.refit(
+            trainer,
+            IndexDraws(env, fresh, train_rows),
+            rounds.Labels.cat(collected),
+            seed=seed,
+            round_index=round_index,
+            n_prompts=len(train_rows),
+            batch=B,
+            k=K,
+            nudge=nudge,
+        )
         return fresh
 
     results = []
     for budget in budgets:
         while labels < budget:
             n = min(B, budget - labels)  # the budget may end in the middle of a round
-            round_seed = functools.partial(seeds.round_seed, seed, rounds)
-            prompt_idx = torch.tensor(
-                random.Random(round_seed(seeds.PROMPTS)).sample(train_rows, B)  # noqa: S311
-            )
-            cand = sampler.sample_indices(  # [B, K]
-                prompt_idx, K, torch.Generator().manual_seed(round_seed(seeds.SAMPLES))
-            )
-            feats = env.features[prompt_idx[:, None], cand].reshape(B * K, -1)
-            point, particles = group_rewards(trainer, feats, B, K)
-            sel = select_pairs(
+            positions = rounds.round_prompts(seed, rounds_done, len(train_rows), B)
+            draws = IndexDraws(env, sampler, train_rows)
+            feats = draws.sample(positions, K, seeds.round_seed(seed, rounds_done, seeds.SAMPLES))
+            prompt_idx, cand = draws.current()
+            sel = rounds.choose_pairs(
+                trainer,
+                feats,
                 algorithm.rule,
-                particle_rewards=particles,
-                point_rewards=point,
-                generator=torch.Generator().manual_seed(round_seed(seeds.SELECT)),
+                seed=seed,
+                round_index=rounds_done,
                 valid=env.distinct(prompt_idx, cand),
             )
             rows = torch.arange(B)
             ca, cb = cand[rows, sel.a], cand[rows, sel.b]
-            targets = judge_labels(env, prompt_idx, ca, cb, seed=seed, round_index=rounds)[:n]
-            feats = feats.reshape(B, K, -1)
-            fa, fb = feats[rows, sel.a][:n], feats[rows, sel.b][:n]
+            targets = judge_labels(env, prompt_idx, ca, cb, seed=seed, round_index=rounds_done)
+            round_labels = rounds.Labels(
+                feats[rows, sel.a][:n], feats[rows, sel.b][:n], targets[:n]
+            )
             labels += n
-            if algorithm.schedule == rounds_mod.ONLINE:
-                trainer.step(fa, fb, targets)
-                point, _ = group_rewards(trainer, feats.reshape(B * K, -1), B, K)
-                pairs = torch.stack([sel.a[:n], sel.b[:n]], dim=1)
-                p_i, r_i, signal = reinforce_signals(point[:n], pairs, nudge)
-                sampler.update_indices(prompt_idx[:n][p_i], cand[:n][p_i, r_i], signal)
+            if algorithm.schedule == rounds.ONLINE:
+                labeled = torch.stack([rows, sel.a, sel.b], dim=1)[:n]
+                rounds.online_step(trainer, draws, round_labels, feats, labeled, nudge=nudge)
             else:
-                collected.append((fa, fb, targets))
-                if rounds_mod.switches_sampler(
-                    algorithm.schedule, rounds, periodic_tau=setup.periodic_tau
+                collected.append(round_labels)
+                if rounds.switches_sampler(
+                    algorithm.schedule, rounds_done, periodic_tau=setup.periodic_tau
                 ):
-                    sampler = policy = refit(rounds)
-                    refit_after = rounds
-            rounds += 1
-        if algorithm.schedule == rounds_mod.ONLINE:
+                    sampler = policy = refit(rounds_done)
+                    refit_after = rounds_done
+            rounds_done += 1
+        if algorithm.schedule == rounds.ONLINE:
             policy = sampler
-        elif refit_after != rounds - 1:
+        elif refit_after != rounds_done - 1:
             # The budget's last round: a campaign of this budget refits here (its last round);
             # the sampler of a longer run does not change.
-            policy = refit(rounds - 1)
-            refit_after = rounds - 1
+            policy = refit(rounds_done - 1)
+            refit_after = rounds_done - 1
         win = exact_pair_win_probs(
             env.rewards[eval_idx], policy.probs(eval_idx), base_probs, temperature=env.temperature
         )
         results.append(
             {
                 "labels": labels,
-                "rounds": rounds,
+                "rounds": rounds_done,
                 "win_rate": float(win.mean()),
                 "rm_top_accuracy": top_candidate_accuracy(env, trainer, policy, train_idx),
             }
         )
     return results
+
+
+class IndexDraws:
+    """`rounds.Draws` over a `PoolPolicy`'s candidate indices: a draw is the prompts' rows of
+    the pool (``[B]``) and the candidates sampled for each (``[B, K]``)."""
+
+    def __init__(self, env: PoolEnv, policy: PoolPolicy, train_rows: list[int]) -> None:
+        self.env, self.policy, self.train_rows = env, policy, train_rows
+        self.draw: tuple[Tensor, Tensor] | None = None
+
+    def sample(self, positions: list[int], k: int, seed: int) -> Tensor:
+        prompt_idx = torch.tensor([self.train_rows[i] for i in positions])
+        cand = self.policy.sample_indices(prompt_idx, k, torch.Generator().manual_seed(seed))
+        self.draw = (prompt_idx, cand)
+        return self.env.features[prompt_idx[:, None], cand]
+
+    def current(self) -> tuple[Tensor, Tensor]:
+        if self.draw is None:
+            raise ValueError("no current draw: sample first")
+        return self.draw
+
+    def update(self, rows: Tensor, cols: Tensor, signals: Tensor) -> dict[str, float]:
+        prompt_idx, cand = self.current()
+        return self.policy.update_indices(prompt_idx[rows], cand[rows, cols], signals)
 
 
 #: How many of the policy's most likely candidates per prompt `top_candidate_accuracy` pairs.
@@ -278,29 +301,3 @@ def _new_policy(env: PoolEnv, hp: Hparams) -> PoolPolicy:
         base_logits=env.base_logits,
         per_prompt=env.per_prompt,
     )
-
-
-def _optimize(
-    env: PoolEnv,
-    policy: PoolPolicy,
-    trainer: ENNTrainer,
-    train_rows: list[int],
-    *,
-    seed: int,
-    round_index: int,
-    B: int,
-    K: int,
-    nudge: float,
-) -> None:
-    """Policy optimization against the frozen reward model after `round_index` (offline /
-    periodic refits), on the prompts and samples the platform's learning step draws."""
-    steps = rounds_mod.refit_policy_steps(round_index)
-    for positions, sample_seed in rounds_mod.optimize_batches(
-        seed, round_index, len(train_rows), B, steps
-    ):
-        prompt_idx = torch.tensor([train_rows[i] for i in positions])
-        cand = policy.sample_indices(prompt_idx, K, torch.Generator().manual_seed(sample_seed))
-        feats = env.features[prompt_idx[:, None], cand].reshape(B * K, -1)
-        point, _ = group_rewards(trainer, feats, B, K)
-        p_i, r_i, signal = unlabeled_signals(point, nudge)
-        policy.update_indices(prompt_idx[p_i], cand[p_i, r_i], signal)

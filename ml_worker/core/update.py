@@ -104,12 +104,3 @@ def unlabeled_signals(point_rewards: Tensor, nudge: float) -> tuple[Tensor, Tens
     """
     return reinforce_signals(point_rewards, None, nudge, include_best_worst=True)
 
-
-def gather_triples(
-    prompts: list[str], responses: list[list[str]], prompt_idx: Tensor, response_idx: Tensor
-) -> tuple[list[str], list[str]]:
-    """Texts for `Policy.update`: prompts [B], responses [B][K], indices [N] -> ([N], [N])."""
-    p_list, r_list = prompt_idx.tolist(), response_idx.tolist()
-    return [prompts[p] for p in p_list], [
-        responses[p][r] for p, r in zip(p_list, r_list, strict=True)
-    ]

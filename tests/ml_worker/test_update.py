@@ -4,7 +4,6 @@ import torch
 
 from ml_worker.core.update import (
     best_worst,
-    gather_triples,
     reinforce_signals,
     unlabeled_signals,
 )
@@ -92,12 +91,3 @@ def test_it_rejects_pairs_outside_the_responses():
     with pytest.raises(ValueError):
         reinforce_signals(_rewards(2, 3), torch.tensor([[0, 3], [1, 2]]), nudge=0.0)
 
-
-def test_gather_triples_maps_indices_to_texts():
-    prompts = ["p0", "p1"]
-    responses = [["a0", "a1", "a2"], ["b0", "b1", "b2"]]
-    r = torch.tensor([[0.0, 1.0, 2.0], [5.0, -1.0, 0.0]])
-    p_idx, y_idx, _ = reinforce_signals(r, torch.tensor([[0, 1], [2, 1]]), nudge=0.0)
-    ps, ys = gather_triples(prompts, responses, p_idx, y_idx)
-    assert ps == ["p0"] * 4 + ["p1"] * 4
-    assert ys == ["a0", "a1", "a2", "a0", "b2", "b1", "b0", "b1"]
