@@ -29,7 +29,8 @@ import torch
 from torch import Tensor
 
 from bench.label_efficiency.env import PoolEnv
-from bench.label_efficiency.sim import Hparams, _new_policy, _optimize
+from bench.label_efficiency.sim import Hparams, IndexDraws, _new_policy
+from ml_worker.core import rounds
 from ml_worker.core.enn import CHOICE_TARGETS, ENNConfig, ENNTrainer
 from ml_worker.core.evaluation import exact_pair_win_probs
 
@@ -239,15 +240,14 @@ def run_seed(
         B = min(setup.prompts_per_round, len(train_rows))
         # An offline refit as the platform makes it: policy_steps steps (the refit after
         # round policy_steps - 1), on the prompts and samples of the campaign's seed.
-        _optimize(
-            env,
-            policy,
+        rounds.optimize_policy(
             trainer,
-            list(train_rows),
+            IndexDraws(env, policy, list(train_rows)),
             seed=seed,
             round_index=setup.policy_steps - 1,
-            B=B,
-            K=setup.samples_per_prompt,
+            n_prompts=len(train_rows),
+            batch=B,
+            k=setup.samples_per_prompt,
             nudge=Hparams().nudge,
         )
         win = exact_pair_win_probs(

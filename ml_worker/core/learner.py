@@ -36,7 +36,8 @@ from ml_worker.core.campaign_config import (
     policy_config_problem,
 )
 from ml_worker.core.enn import ENNConfig, ENNTrainer
-from ml_worker.core.features import CachedFeaturizer, LMFeaturizer
+from ml_worker.core.features import CachedFeaturizer, Featurizer, LMFeaturizer
+from ml_worker.core.policies.base import Policy
 
 
 class LearnerConfigError(ValueError):
@@ -103,7 +104,7 @@ def pool_package(path: str) -> Any:
         raise LearnerConfigError(f"policy_config.path: no pool package at {path}: {exc}") from None
 
 
-def new_policy(spec: PolicySpec) -> Any:
+def new_policy(spec: PolicySpec) -> Policy:
     if spec.backend == "pool":
         from ml_worker.core.policies.pool import PoolPolicy
 
@@ -123,7 +124,7 @@ def new_policy(spec: PolicySpec) -> Any:
     return LMPolicy(model, tokenizer, init_seed=spec.seed, **spec.lm_options)
 
 
-def load_policy(spec: PolicySpec, path: Path) -> Any:
+def load_policy(spec: PolicySpec, path: Path) -> Policy:
     if spec.backend == "pool":
         from ml_worker.core.policies.pool import PoolPolicy
 
@@ -134,7 +135,7 @@ def load_policy(spec: PolicySpec, path: Path) -> Any:
     return LMPolicy.load(path, model, tokenizer)
 
 
-def featurizer(spec: PolicySpec, cache_dir: Path) -> Any:
+def featurizer(spec: PolicySpec, cache_dir: Path) -> Featurizer:
     """The frozen reward backbone (the base LM's last-token hidden state), cached on disk;
     with the pool backend, the pool's own features."""
     if spec.backend == "pool":

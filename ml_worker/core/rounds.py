@@ -257,22 +257,53 @@ def refit(
 ) -> tuple[dict[str, float], dict[str, float]]:
     """Offline's and periodic's learning step after `round_index`: the reward model refit from
     its initial weights on all `labels`, then the fresh `policy` optimized against that frozen
-    reward model for `refit_policy_steps` steps, each on `batch` of the `n_prompts` training
-    prompts and `k` samples each (`optimize_batches`), with the reward model's best-vs-worst
-    pair and its reverse as signals. `on_step` runs after the refit and after each policy step
-    (the platform's heartbeat). Returns the reward model's and the policy's metrics."""
+    reward model (`optimize_policy`). `on_step` runs after the refit and after each policy
+    step (the platform's heartbeat). Returns the reward model's and the policy's metrics."""
     reward_metrics: dict[str, float] = {"labels": float(len(labels))}
     if len(labels):
         reward_metrics |= trainer.refit(
             labels.features_a, labels.features_b, labels.targets, label_weights=labels.weights
         )
     on_step()
-    policy_metrics: dict[str, float] = {}
+    policy_metrics = optimize_policy(
+        trainer,
+        policy,
+        seed=seed,
+        round_index=round_index,
+        n_prompts=n_prompts,
+        batch=batch,
+        k=k,
+        nudge=nudge,
+        policy_steps=policy_steps,
+        on_step=on_step,
+    )
+    return reward_metrics, policy_metrics
+
+
+def optimize_policy(
+    trainer: ENNTrainer,
+    policy: Draws,
+    *,
+    seed: int,
+    round_index: int,
+    n_prompts: int,
+    batch: int,
+    k: int,
+    nudge: float,
+    policy_steps: int | None = None,
+    on_step: Callable[[], None] = lambda: None,
+) -> dict[str, float]:
+    """The policy half of a refit after `round_index`: `refit_policy_steps` REINFORCE steps of
+    `policy` against the frozen reward model, each on `batch` of the `n_prompts` training
+    prompts and `k` samples each (`optimize_batches`), with the reward model's best-vs-worst
+    pair and its reverse as signals (p(Y > Y') - 1/2 + `nudge`). Returns the last step's
+    metrics."""
+    metrics: dict[str, float] = {}
     steps = refit_policy_steps(round_index, policy_steps)
     for positions, sample_seed in optimize_batches(seed, round_index, n_prompts, batch, steps):
         features = policy.sample(positions, k, sample_seed)
         point, _ = group_rewards(trainer, features.reshape(batch * k, -1), batch, k)
         p_i, r_i, signals = unlabeled_signals(point, nudge)
-        policy_metrics = policy.update(p_i, r_i, signals)
+        metrics = policy.update(p_i, r_i, signals)
         on_step()
-    return reward_metrics, policy_metrics
+    return metrics

@@ -103,4 +103,3 @@ def unlabeled_signals(point_rewards: Tensor, nudge: float) -> tuple[Tensor, Tens
     point_rewards: [B, K]. Returns (prompt_idx [2B], response_idx [2B], signal [2B]).
     """
     return reinforce_signals(point_rewards, None, nudge, include_best_worst=True)
-

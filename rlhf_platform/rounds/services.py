@@ -26,25 +26,25 @@ import os
 import random
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import torch
 from django.conf import settings
 from django.db import DatabaseError, IntegrityError, InterfaceError, OperationalError, transaction
-from django.db.models import Count, F, Q
+from django.db.models import F, Q
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from ml_worker.core import learner, seeds
-from ml_worker.core import rounds as round_schedule
-from ml_worker.core.acquisition import distinct_responses, select_pairs
-from ml_worker.core.choice import TRAINED, Choice
+from ml_worker.core import rounds as core_rounds
+from ml_worker.core.acquisition import distinct_responses
+from ml_worker.core.choice import Choice
 from ml_worker.core.enn import ENNTrainer
 from ml_worker.core.evaluation import NoValidJudgmentsError, win_rate
+from ml_worker.core.features import Featurizer
 from ml_worker.core.judges.base import JudgeAuthError, JudgeConfigError, JudgeQuery, build_judge
-from ml_worker.core.update import reinforce_signals, unlabeled_signals
 from rlhf_platform import limits
 from rlhf_platform.budgets.selectors import budget_status
 from rlhf_platform.campaigns.egress import judge_egress_policy
@@ -352,11 +352,10 @@ def _spec(campaign: Campaign) -> learner.PolicySpec:
 
 def _sample_prompts(campaign: Campaign, rnd: Round) -> list[Prompt]:
     prompts = list(campaign.prompts.filter(split=Split.TRAIN).order_by("id"))
-    if not prompts:
-        raise ValueError("the campaign has no training prompts")
-    rng = random.Random(_round_rng(campaign, rnd, seeds.PROMPTS))  # noqa: S311 (seeded, reproducible sampling; no secret)
-    b = campaign.prompts_per_round
-    return rng.sample(prompts, b) if b <= len(prompts) else rng.choices(prompts, k=b)
+    positions = core_rounds.round_prompts(
+        campaign.seed, rnd.index, len(prompts), campaign.prompts_per_round
+    )
+    return [prompts[i] for i in positions]
 
 
 def _generate(rnd: Round, token: str) -> str:
@@ -419,15 +418,15 @@ def _select(rnd: Round, token: str) -> str:
     b, k = len(groups), campaign.responses_per_prompt
     flat = [r for g in groups for r in g]
     featurizer = learner.featurizer(_spec(campaign), _feature_cache())
-    features = _features(featurizer, flat)
+    features = _features(featurizer, flat).reshape(b, k, -1)
     _beat(rnd, token)
     trainer = learner.load_reward_trainer(artifact_path(rnd.reward_version))
-    point, particles = learner.group_rewards(trainer, features, b, k)
-    selection = select_pairs(
+    selection = core_rounds.choose_pairs(
+        trainer,
+        features,
         campaign.acquisition_rule,
-        particle_rewards=particles,
-        point_rewards=point,
-        generator=torch.Generator().manual_seed(_round_rng(campaign, rnd, seeds.SELECT)),
+        seed=campaign.seed,
+        round_index=rnd.index,
         valid=distinct_responses([[r.text for r in g] for g in groups]),  # never ask A vs A
     )
     mixed_rng = random.Random(_round_rng(campaign, rnd, seeds.MIXED))  # noqa: S311 (seeded, reproducible sampling; no secret)
@@ -623,26 +622,25 @@ def _is_last_round(campaign: Campaign, rnd: Round) -> bool:
     return _campaign_done(campaign, rnd.index + 1) is not None
 
 
-def _training_labels(labels) -> tuple[list[Label], torch.Tensor]:
+def _training_labels(labels: Iterable[Label]) -> tuple[list[Label], torch.Tensor]:
     kept = [lab for lab in labels if Choice(lab.choice).target is not None]
     return kept, torch.tensor([Choice(lab.choice).target for lab in kept], dtype=torch.float32)
 
 
-def _label_features(featurizer: Any, labels: list[Label]) -> tuple[torch.Tensor, torch.Tensor]:
-    a = _features(featurizer, [lab.comparison.response_a for lab in labels])
-    b = _features(featurizer, [lab.comparison.response_b for lab in labels])
-    return a, b
-
-
-def _rater_weights(
-    trainer: ENNTrainer, campaign: Campaign, labels: list[Label]
-) -> torch.Tensor | None:
-    """Each label's rater reliability when ``reward_config["rater_weighting"]`` is
-    "weighted" (issue 20), else None (every label counts 1)."""
-    if trainer.config.rater_weighting != "weighted":
-        return None
-    weights = label_weights(campaign_id=campaign.pk, labels=labels)
-    return torch.tensor(weights, dtype=torch.float32)
+def _learning_labels(
+    featurizer: Featurizer, trainer: ENNTrainer, campaign: Campaign, labels: Iterable[Label]
+) -> tuple[list[Label], core_rounds.Labels]:
+    """Of `labels`, those the reward model learns from and their features; weighted by each
+    rater's reliability when ``reward_config["rater_weighting"]`` is "weighted" (issue 20)."""
+    kept, targets = _training_labels(labels)
+    fa = _features(featurizer, [lab.comparison.response_a for lab in kept])
+    fb = _features(featurizer, [lab.comparison.response_b for lab in kept])
+    weights = None
+    if trainer.config.rater_weighting == "weighted":
+        weights = torch.tensor(
+            label_weights(campaign_id=campaign.pk, labels=kept), dtype=torch.float32
+        )
+    return kept, core_rounds.Labels(fa, fb, targets, weights)
 
 
 def _labels_q(**filters: Any):
@@ -654,56 +652,18 @@ def _labels_q(**filters: Any):
     )
 
 
-def _optimize_policy(
-    policy: Any,
-    trainer: ENNTrainer,
-    featurizer: Any,
-    campaign: Campaign,
-    rnd: Round,
-    spec: learner.PolicySpec,
-    token: str,
-) -> dict[str, float]:
-    """Policy optimization against a frozen reward model (offline / periodic refits): as many
-    steps as rounds so far, on the prompts and samples `rounds.optimize_batches` draws."""
-    prompts = list(
-        campaign.prompts.filter(split=Split.TRAIN).order_by("id").values_list("text", flat=True)
-    )
-    k = campaign.responses_per_prompt
-    steps = round_schedule.refit_policy_steps(rnd.index, spec.policy_steps)
-    batches = round_schedule.optimize_batches(
-        campaign.seed, rnd.index, len(prompts), campaign.prompts_per_round, steps
-    )
-    metrics: dict[str, float] = {}
-    for positions, sample_seed in batches:
-        batch = [prompts[i] for i in positions]
-        samples = policy.sample(batch, k, seed=sample_seed)
-        flat_prompts = [p for p, group in zip(batch, samples, strict=True) for _ in group]
-        flat = [t for group in samples for t in group]
-        point, _ = learner.group_rewards(
-            trainer, featurizer.embed(flat_prompts, flat), len(batch), k
-        )
-        p_idx, r_idx, signal = unlabeled_signals(point, spec.nudge)
-        metrics = policy.update(
-            [batch[i] for i in p_idx.tolist()],
-            [samples[i][j] for i, j in zip(p_idx.tolist(), r_idx.tolist(), strict=True)],
-            signal,
-        )
-        _beat(rnd, token)
-    return metrics
-
-
 def _learn(rnd: Round, token: str) -> str:
     campaign = rnd.campaign
     spec = _spec(campaign)
     algorithm = campaign.algorithm
-    schedule = round_schedule.schedule_of(algorithm)
-    refit = round_schedule.refits(
+    schedule = core_rounds.schedule_of(algorithm)
+    refit = core_rounds.refits(
         schedule,
         rnd.index,
         last=_is_last_round(campaign, rnd),
         periodic_tau=campaign.periodic_tau,
     )
-    incremental = schedule == round_schedule.ONLINE
+    incremental = schedule == core_rounds.ONLINE
     reward_v = campaign.active_reward_version
     policy_v = campaign.active_policy_version
     new_versions: dict[str, tuple[Callable[[Path], None], dict[str, Any]]] = {}
@@ -711,30 +671,50 @@ def _learn(rnd: Round, token: str) -> str:
     if incremental or refit:
         featurizer = learner.featurizer(spec, _feature_cache())
         if incremental:
-            labels, targets = _training_labels(_labels_q(comparison__round=rnd))
             trainer = learner.load_reward_trainer(artifact_path(reward_v))
-            r_metrics = {"labels": len(labels)}
-            if labels:
-                fa, fb = _label_features(featurizer, labels)
-                lw = _rater_weights(trainer, campaign, labels)
-                r_metrics |= trainer.step(fa, fb, targets, label_weights=lw)
-            _beat(rnd, token)
+            labels, learning = _learning_labels(
+                featurizer, trainer, campaign, _labels_q(comparison__round=rnd)
+            )
             policy = learner.load_policy(spec, artifact_path(policy_v))
-            p_metrics = _incremental_policy_step(policy, trainer, featurizer, rnd, spec)
+            groups = _round_groups(rnd)
+            draws = core_rounds.TextDraws(
+                policy,
+                featurizer,
+                draw=([g[0].prompt.text for g in groups], [[r.text for r in g] for g in groups]),
+            )
+            r_metrics, p_metrics = core_rounds.online_step(
+                trainer,
+                draws,
+                learning,
+                draws.features(),
+                _labeled_pairs(groups, labels),
+                nudge=spec.nudge,
+            )
         else:
-            labels, targets = _training_labels(_labels_q(campaign=campaign))
-            initial_reward = _initial_version(campaign, ModelKind.REWARD)
-            trainer = learner.load_reward_trainer(artifact_path(initial_reward))
-            r_metrics = {"labels": len(labels)}
-            if labels:
-                fa, fb = _label_features(featurizer, labels)
-                lw = _rater_weights(trainer, campaign, labels)
-                r_metrics |= trainer.refit(fa, fb, targets, label_weights=lw)
-            _beat(rnd, token)
+            trainer = learner.load_reward_trainer(
+                artifact_path(_initial_version(campaign, ModelKind.REWARD))
+            )
+            _, learning = _learning_labels(
+                featurizer, trainer, campaign, _labels_q(campaign=campaign)
+            )
             policy = learner.load_policy(
                 spec, artifact_path(_initial_version(campaign, ModelKind.POLICY))
             )
-            p_metrics = _optimize_policy(policy, trainer, featurizer, campaign, rnd, spec, token)
+            prompts = campaign.prompts.filter(split=Split.TRAIN).order_by("id")
+            texts = list(prompts.values_list("text", flat=True))
+            r_metrics, p_metrics = core_rounds.refit(
+                trainer,
+                core_rounds.TextDraws(policy, featurizer, texts),
+                learning,
+                seed=campaign.seed,
+                round_index=rnd.index,
+                n_prompts=len(texts),
+                batch=campaign.prompts_per_round,
+                k=campaign.responses_per_prompt,
+                nudge=spec.nudge,
+                policy_steps=spec.policy_steps,
+                on_step=lambda: _beat(rnd, token),
+            )
         _beat(rnd, token)
         new_versions[ModelKind.REWARD] = (trainer.save, _finite(r_metrics))
         new_versions[ModelKind.POLICY] = (policy.save, _finite(p_metrics))
@@ -782,42 +762,15 @@ def _pending_version(
     return version
 
 
-def _incremental_policy_step(
-    policy: Any, trainer: ENNTrainer, featurizer: Any, rnd: Round, spec: learner.PolicySpec
-) -> dict[str, float]:
-    """One REINFORCE step on the round's samples: the labeled pair and its reverse plus
-    best-vs-worst by the (just updated) reward model, signal p(Y > Y') - 1/2 + nudge."""
-    groups = _round_groups(rnd)
-    b, k = len(groups), rnd.campaign.responses_per_prompt
-    flat = [r for g in groups for r in g]
-    point, _ = learner.group_rewards(trainer, _features(featurizer, flat), b, k)
+def _labeled_pairs(groups: list[list[Response]], labels: list[Label]) -> torch.Tensor:
+    """``long[N, 3]``: per prompt of the round whose pair has a training label, its row among
+    the round's groups and the columns of its pair (a, b), in row order."""
     position = {r.pk: (i, j) for i, g in enumerate(groups) for j, r in enumerate(g)}
-    labeled = (
-        Comparison.objects.filter(round=rnd)
-        .annotate(
-            n=Count(
-                "labels",
-                filter=Q(labels__choice__in=TRAINED) & Q(labels__flagged_at__isnull=True),
-            )
-        )
-        .filter(n__gt=0)
-    )
-    pairs = {
-        position[c.response_a_id][0]: (position[c.response_a_id][1], position[c.response_b_id][1])
-        for c in labeled
-    }
-    if not pairs:
-        return {"skipped": 1.0}
-    rows = sorted(pairs)
-    p_idx, r_idx, signal = reinforce_signals(
-        point[rows], torch.tensor([pairs[i] for i in rows]), spec.nudge
-    )
-    p_rows = [rows[i] for i in p_idx.tolist()]
-    return policy.update(
-        [groups[i][0].prompt.text for i in p_rows],
-        [groups[i][j].text for i, j in zip(p_rows, r_idx.tolist(), strict=True)],
-        signal,
-    )
+    pairs = {}
+    for lab in labels:
+        row, a = position[lab.comparison.response_a_id]
+        pairs[row] = (row, a, position[lab.comparison.response_b_id][1])
+    return torch.tensor([pairs[row] for row in sorted(pairs)], dtype=torch.long).reshape(-1, 3)
 
 
 def _finite(metrics: dict[str, Any]) -> dict[str, float]:

@@ -90,4 +90,3 @@ def test_it_rejects_pairs_outside_the_responses():
 
     with pytest.raises(ValueError):
         reinforce_signals(_rewards(2, 3), torch.tensor([[0, 3], [1, 2]]), nudge=0.0)
-
