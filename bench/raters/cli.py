@@ -160,31 +160,24 @@ def table(summary: dict[str, Any], meta: dict[str, Any]) -> str:
         "",
         f"Seeds {meta['seeds']}; budgets {summary['budgets']} training labels (gold labels not "
         f"counted); overlap 2; {meta['wall_s']:.0f} s wall.",
-        "",
-        "## Reward-model pairwise accuracy on held-out oracle pairs (mean [min, max] over seeds)",
-        "",
-        "| labels | " + " | ".join(MODES) + " |",
-        "|---|" + "---|" * len(MODES),
     ]
-    for i, labels in enumerate(summary["budgets"]):
-        cells = [
-            "{mean:.3f} [{min:.3f}, {max:.3f}]".format(**summary["curves"]["rm_accuracy"][m][i])
-            for m in MODES
+    for metric, title in (
+        ("rm_accuracy", "Reward-model pairwise accuracy on held-out oracle pairs"),
+        ("win_rate", "Policy win rate against the initial policy"),
+    ):
+        lines += [
+            "",
+            f"## {title} (mean [min, max] over seeds)",
+            "",
+            "| labels | " + " | ".join(MODES) + " |",
+            "|---|" + "---|" * len(MODES),
         ]
-        lines.append(f"| {labels} | " + " | ".join(cells) + " |")
-    lines += [
-        "",
-        "## Policy win rate against the initial policy (mean [min, max] over seeds)",
-        "",
-        "| labels | " + " | ".join(MODES) + " |",
-        "|---|" + "---|" * len(MODES),
-    ]
-    for i, labels in enumerate(summary["budgets"]):
-        cells = [
-            "{mean:.3f} [{min:.3f}, {max:.3f}]".format(**summary["curves"]["win_rate"][m][i])
-            for m in MODES
-        ]
-        lines.append(f"| {labels} | " + " | ".join(cells) + " |")
+        for i, labels in enumerate(summary["budgets"]):
+            cells = [
+                "{mean:.3f} [{min:.3f}, {max:.3f}]".format(**summary["curves"][metric][m][i])
+                for m in MODES
+            ]
+            lines.append(f"| {labels} | " + " | ".join(cells) + " |")
     needed = summary["labels_needed"]
     fmt = lambda v: "not reached" if v is None else f"{v:.0f}"  # noqa: E731
     lines += [

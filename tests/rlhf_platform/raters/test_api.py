@@ -5,16 +5,13 @@ response."""
 from __future__ import annotations
 
 import json
-import random
 
 import pytest
 
-from rlhf_platform.campaigns.services import campaign_set_state, comparisons_import_pairs
 from rlhf_platform.insights.models import AuditEntry
 from rlhf_platform.labeling.models import Comparison, Label
 from rlhf_platform.raters.models import GoldPair, RaterExclusion, RaterSettings
-from rlhf_platform.raters.services import gold_rate_set, raters_refit
-from tests.conftest import make_campaign
+from rlhf_platform.raters.services import raters_refit
 from tests.rlhf_platform.api.helpers import V1, assert_error
 from tests.rlhf_platform.insights.seed import seed_campaign
 
@@ -138,26 +135,9 @@ def _walk(value, path=""):
             yield from _walk(v, f"{path}/{i}")
 
 
-def test_gold_answers_never_leak_to_the_api(client_for, researcher, annotator, monkeypatch):
-    campaign = make_campaign(researcher, members=(annotator,), pairs=4, start=False)
-    comparisons_import_pairs(
-        campaign=campaign,
-        pairs=[
-            {
-                "prompt": f"Known {i}?",
-                "response_a": f"yes {i}",
-                "response_b": f"no {i}",
-                "gold": "A",
-            }
-            for i in range(4)
-        ],
-    )
-    campaign_set_state(campaign=campaign, action="start")
-    gold_rate_set(actor=researcher, campaign=campaign, rate=0.5)
-    gold_ids = set(GoldPair.objects.values_list("comparison_id", flat=True))
+def test_gold_answers_never_leak_to_the_api(client_for, researcher, annotator, gold_campaign):
+    campaign, gold_ids = gold_campaign.campaign, gold_campaign.gold_ids
     client = client_for(annotator)
-    seeded = random.Random(4)  # the views draw the order and the gold from SystemRandom
-    monkeypatch.setattr(random, "SystemRandom", lambda: seeded)
     shapes = {}
     bodies = []
     while True:

@@ -3,16 +3,14 @@ like any other pair on the annotator's page."""
 
 from __future__ import annotations
 
-import random
 import re
 
 import pytest
 from django.test import Client
 
-from rlhf_platform.campaigns.services import campaign_set_state, comparisons_import_pairs
-from rlhf_platform.labeling.models import Label
+from rlhf_platform.labeling.models import Label, Lease
 from rlhf_platform.raters.models import GoldPair, RaterExclusion
-from rlhf_platform.raters.services import gold_rate_set, raters_refit
+from rlhf_platform.raters.services import raters_refit
 from tests.conftest import make_campaign
 from tests.rlhf_platform.raters.crowd import crowd_campaign
 
@@ -65,26 +63,9 @@ def test_the_page_escapes_what_it_shows(researcher, annotator):
     assert "<script>alert" not in html and "&lt;script&gt;alert" in html
 
 
-def test_gold_answers_never_leak_to_the_annotators_page(researcher, annotator, monkeypatch):
-    campaign = make_campaign(researcher, members=(annotator,), pairs=3, start=False)
-    comparisons_import_pairs(
-        campaign=campaign,
-        pairs=[
-            {
-                "prompt": f"Known {i}?",
-                "response_a": f"yes {i}",
-                "response_b": f"no {i}",
-                "gold": "B",
-            }
-            for i in range(3)
-        ],
-    )
-    campaign_set_state(campaign=campaign, action="start")
-    gold_rate_set(actor=researcher, campaign=campaign, rate=0.5)
-    gold_ids = set(GoldPair.objects.values_list("comparison_id", flat=True))
+def test_gold_answers_never_leak_to_the_annotators_page(annotator, gold_campaign):
+    campaign, gold_ids = gold_campaign.campaign, gold_campaign.gold_ids
     client = _client(annotator)
-    seeded = random.Random(4)  # the views draw the order and the gold from SystemRandom
-    monkeypatch.setattr(random, "SystemRandom", lambda: seeded)
     pages = {True: [], False: []}
     # The page leases on POST ("next pair"); each answer leases the next before rendering.
     html = client.post(f"/campaigns/{campaign.pk}/label/next/", follow=True).content.decode()
@@ -93,8 +74,6 @@ def test_gold_answers_never_leak_to_the_annotators_page(researcher, annotator, m
         if match is None:
             break
         lease_id = int(match.group(1))
-        from rlhf_platform.labeling.models import Lease
-
         lease = Lease.objects.get(pk=lease_id)
         pages[lease.comparison_id in gold_ids].append((len(pages[True]) + len(pages[False]), html))
         html = client.post(
