@@ -180,7 +180,7 @@ def comparison_next(
     return Served(lease=lease, created=True)
 
 
-def _check_may_lease(campaign_state: str, budget, annotator: User) -> None:
+def _check_may_lease(campaign_state: str, budget: Budget, annotator: User) -> None:
     if campaign_state != CampaignState.RUNNING:
         raise Conflict(
             f"The campaign is {campaign_state}, not running.", code="campaign_not_running"
@@ -190,8 +190,9 @@ def _check_may_lease(campaign_state: str, budget, annotator: User) -> None:
         raise refusal
 
 
-def _check_outstanding(budget, outstanding: int) -> None:
-    if budget.labels_spent + outstanding >= budget.label_cap:
+def _check_outstanding(budget: Budget, outstanding: int) -> None:
+    """Call only for a budget with a label cap (the callers check)."""
+    if budget.label_cap is not None and budget.labels_spent + outstanding >= budget.label_cap:
         raise NothingToLabel(ALL_BEING_WORKED_ON)
 
 
@@ -335,7 +336,7 @@ def _label_submit_locked(
     stored_choice = Choice(AnswerChoice.from_shown(choice, swapped=lease.swapped).value)
     refit_soon(lease.campaign_id)  # issue 20: the rater model, after commit, debounced
     if is_gold(comparison):  # no budget debit: gold is not a training label
-        label = gold_label_store(
+        gold_label = gold_label_store(
             annotator=annotator,
             lease=lease,
             stored_choice=stored_choice,
@@ -344,10 +345,10 @@ def _label_submit_locked(
             idempotency_key=idempotency_key,
             now=now,
         )
-        return label, True
+        return gold_label, True
     # The rows already locked are written first; the campaign's budget row, the one lock
     # every submit of the campaign queues on, is taken last and held for the fewest statements.
-    label = None
+    label: Label | None = None
     if fast:
         # The hand-written twin of label_record (two statements instead of six): the locked
         # rows are written first, the budget row last. When the debit returns None (a cap
