@@ -33,7 +33,8 @@ lint: venv
 	$(VENV)/bin/ruff format --check .
 	# Layering contracts ([tool.importlinter] in pyproject.toml; README "Architecture").
 	$(VENV)/bin/lint-imports
-	# Strict types on the ML core ([tool.mypy] in pyproject.toml).
+	# Strict types on the ML core and the domain's services and selectors, with django-stubs
+	# ([tool.mypy] in pyproject.toml; a cold run, without .mypy_cache, takes a minute or two).
 	$(VENV)/bin/mypy
 
 # pip-audit over requirements.lock: fails on a known vulnerability; when the vulnerability

@@ -7,9 +7,12 @@ concurrency), ``default`` (bookkeeping such as lease expiry). JSON serialization
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from typing import Any
 
+import redis
 from celery import Celery
-from kombu import Queue
+from kombu.entity import Queue
 from kombu.transport import redis as kombu_redis
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "rlhf_platform.settings")
@@ -31,19 +34,19 @@ def _guard_redis_channel_of_closed_connection() -> None:
     tear the connection down; the message stays in Redis's unacked set and is redelivered
     after the visibility timeout (and a lost round step is resent by ``rounds.sweep``).
     """
-    original = kombu_redis.Channel._connparams
+    original: Callable[..., dict[str, Any]] = kombu_redis.Channel._connparams
     if getattr(original, "guarded", False):
         return
 
-    def _connparams(self, asynchronous=False):
+    def _connparams(self: kombu_redis.Channel, asynchronous: bool = False) -> dict[str, Any]:
         if self.connection.client is None:
-            raise kombu_redis.redis.exceptions.ConnectionError(
+            raise redis.exceptions.ConnectionError(
                 "the broker connection of this channel is closed"
             )
         return original(self, asynchronous=asynchronous)
 
-    _connparams.guarded = True
-    kombu_redis.Channel._connparams = _connparams
+    _connparams.guarded = True  # type: ignore[attr-defined]  # a mark on the function
+    kombu_redis.Channel._connparams = _connparams  # type: ignore[method-assign]  # the patch
 
 
 _guard_redis_channel_of_closed_connection()

@@ -9,8 +9,12 @@ from __future__ import annotations
 import os
 import secrets
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from django.core.exceptions import ImproperlyConfigured
+
+if TYPE_CHECKING:
+    from dj_database_url import DBConfig
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
@@ -77,7 +81,7 @@ SQLITE_OPTIONS = {
 }
 
 
-def database_config(name: str, default_sqlite: Path) -> dict:
+def database_config(name: str, default_sqlite: Path) -> DBConfig:
     """Parse ``DATABASE_URL``; only PostgreSQL and SQLite are supported."""
     import dj_database_url
 

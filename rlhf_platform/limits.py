@@ -27,7 +27,7 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import TypeVar
 
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -57,7 +57,7 @@ def bad_char(text: str) -> str | None:
     return f"contains a lone surrogate (U+{ord(char):04X}) {where}, which is not valid Unicode"
 
 
-def value_problem(value: Any) -> str | None:
+def value_problem(value: object) -> str | None:
     """:func:`bad_char` over every key and string inside a JSON-like value."""
     if isinstance(value, str):
         return bad_char(value)
@@ -101,7 +101,10 @@ def model_text(text: str, *, limit: int | None = None) -> str:
 # --- Request bodies -------------------------------------------------------------------------
 
 
-def allows_large_body(view: Callable) -> Callable:
+_View = TypeVar("_View", bound=Callable[..., object])
+
+
+def allows_large_body(view: _View) -> _View:
     """Mark a view (function, or a class-based view's ``as_view()``) that takes file-sized
     bodies: imports. Its limit is ``IMPORT_REQUEST_MAX_BYTES`` instead of
     ``REQUEST_MAX_BYTES``. For a class, set ``large_body = True`` on it instead."""
@@ -109,7 +112,7 @@ def allows_large_body(view: Callable) -> Callable:
     return view
 
 
-def body_limit(view: Callable) -> int:
+def body_limit(view: Callable[..., object]) -> int:
     cls = getattr(view, "view_class", None)
     if getattr(view, "large_body", False) or getattr(cls, "large_body", False):
         return settings.IMPORT_REQUEST_MAX_BYTES
@@ -138,7 +141,13 @@ class BodySizeLimitMiddleware:
     def __call__(self, request: HttpRequest) -> HttpResponse:
         return self.get_response(request)
 
-    def process_view(self, request: HttpRequest, view, args, kwargs) -> HttpResponse | None:
+    def process_view(
+        self,
+        request: HttpRequest,
+        view: Callable[..., object],
+        args: tuple[object, ...],
+        kwargs: dict[str, object],
+    ) -> HttpResponse | None:
         try:
             size = int(request.META.get("CONTENT_LENGTH") or 0)
         except ValueError:

@@ -40,7 +40,7 @@ def client_ip(request: HttpRequest) -> str:
     """The client's address: the one our own proxy appended to ``X-Forwarded-For`` when
     ``BEHIND_PROXY`` is set (earlier entries are the client's to forge), else the peer's."""
     if settings.BEHIND_PROXY:
-        forwarded = request.META.get("HTTP_X_FORWARDED_FOR", "")
+        forwarded: str = request.META.get("HTTP_X_FORWARDED_FOR", "")
         hops = [hop.strip() for hop in forwarded.split(",") if hop.strip()]
         if hops:
             return hops[-1]

@@ -39,7 +39,7 @@ class JsonObjectField(serializers.DictField):
     key or string (``limits.value_problem``), which PostgreSQL's jsonb cannot hold (the
     insert would be a server error)."""
 
-    def to_internal_value(self, data):
+    def to_internal_value(self, data: dict[str, object]) -> dict[str, object]:
         value = super().to_internal_value(data)
         problem = limits.value_problem(value)
         if problem:
@@ -47,7 +47,7 @@ class JsonObjectField(serializers.DictField):
         return value
 
 
-class CampaignDefinition(serializers.Serializer):
+class CampaignDefinition(serializers.Serializer[None]):  # validates input, has no instance
     """Every setting of a new campaign; omitted ones take the model defaults."""
 
     name = serializers.CharField(max_length=200)

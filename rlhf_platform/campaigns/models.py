@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from django.conf import settings
 from django.db import models
 from django.db.models import Q
@@ -352,7 +354,7 @@ class JudgeHost(models.Model):
     def __str__(self) -> str:
         return self.host + (" (private allowed)" if self.allow_private_addresses else "")
 
-    def save(self, *args, **kwargs):
+    def save(self, *args: Any, **kwargs: Any) -> None:
         # Stored as the policy compares: lower case, no trailing dot, no IPv6 brackets.
         self.host = self.host.strip().rstrip(".").lower().removeprefix("[").removesuffix("]")
         super().save(*args, **kwargs)

@@ -31,7 +31,9 @@ import csv
 import io
 import json
 from collections.abc import Iterable, Iterator
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
+
+from django.db.models import QuerySet
 
 from ml_worker.core.choice import DECISIVE, Choice
 from rlhf_platform.campaigns.models import Campaign
@@ -46,8 +48,11 @@ from rlhf_platform.errors import InvalidInput, ServiceError
 from rlhf_platform.labeling.models import Label
 from rlhf_platform.raters.selectors import left_out_q
 
+if TYPE_CHECKING:
+    from typing_extensions import Buffer
 
-def _labels(campaign: Campaign, source: str):
+
+def _labels(campaign: Campaign, source: str) -> QuerySet[Label]:
     if source not in LABEL_SOURCES:
         raise InvalidInput(
             f"Unknown source {source!r}; use {', '.join(LABEL_SOURCES)}.", code="invalid_source"
@@ -68,6 +73,9 @@ def preferences_count(*, campaign: Campaign, keep_ties: bool = False, source: st
     if not keep_ties:
         qs = qs.filter(choice__in=DECISIVE)
     return qs.count()
+
+
+_Turns = str | list[dict[str, str]]
 
 
 def preference_records(
@@ -92,13 +100,19 @@ def preference_records(
     )
     if not keep_ties:
         qs = qs.filter(choice__in=DECISIVE)
+    # Texts in the standard form, lists of messages in the conversational one.
+    a: _Turns
+    b: _Turns
+    chosen: _Turns
+    rejected: _Turns
+    prompt: _Turns
     for label in qs.iterator(chunk_size=chunk_size):
         c = label.comparison
         a, b = c.response_a.text, c.response_b.text
         decisive = Choice(label.choice).decisive
         chosen, rejected = (b, a) if label.choice == Choice.B else (a, b)
         if form == "standard":
-            prompt: Any = c.prompt.text
+            prompt = c.prompt.text
         else:
             history = c.prompt.messages or [{"role": "user", "content": c.prompt.text}]
             prompt = [{"role": m["role"], "content": m["content"]} for m in history]
@@ -131,7 +145,7 @@ class _Sink(io.RawIOBase):
     def writable(self) -> bool:
         return True
 
-    def write(self, data) -> int:
+    def write(self, data: Buffer) -> int:
         data = bytes(data)
         self._parts.append(data)
         self.size += len(data)
@@ -301,7 +315,11 @@ def _iter_labels(rows: Iterable[dict[str, Any]], fmt: str, progress: Progress) -
         return
     sink = _Sink()
     if fmt == "csv":
-        text = io.TextIOWrapper(sink, encoding="utf-8", newline="", write_through=True)
+        # typeshed asks for a buffer with a ``name``, which a RawIOBase lacks; TextIOWrapper
+        # reads it only for its own ``name``, never asked for here.
+        text = io.TextIOWrapper(  # type: ignore[type-var]
+            sink, encoding="utf-8", newline="", write_through=True
+        )
         writer = csv.DictWriter(text, fieldnames=[name for name, _ in LABEL_COLUMNS])
         writer.writeheader()
         for row in rows:
@@ -319,10 +337,10 @@ def _iter_labels(rows: Iterable[dict[str, Any]], fmt: str, progress: Progress) -
     schema = pa.schema([(name, getattr(pa, kind)()) for name, kind in LABEL_COLUMNS])
     with pq.ParquetWriter(sink, schema) as writer:
         batch: list[dict[str, Any]] = []
-        for row in _with_end(rows):
-            if row is not None:
-                batch.append(row)
-            if batch and (row is None or len(batch) >= 1000):
+        for record in _with_end(rows):
+            if record is not None:
+                batch.append(record)
+            if batch and (record is None or len(batch) >= 1000):
                 writer.write_table(pa.Table.from_pylist(batch, schema=schema))
                 if progress:
                     progress(len(batch))

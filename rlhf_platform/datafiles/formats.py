@@ -48,7 +48,8 @@ def read_parquet_records(data: bytes) -> list[dict[str, Any]]:
     import pyarrow.parquet as pq
 
     try:
-        return pq.read_table(io.BytesIO(data)).to_pylist()
+        records: list[dict[str, Any]] = pq.read_table(io.BytesIO(data)).to_pylist()
+        return records
     except (pa.ArrowException, OSError) as exc:
         raise InvalidInput(f"Not a readable Parquet file: {exc}", code="import_invalid") from None
 

@@ -13,7 +13,7 @@ import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from django.conf import settings
 from django.db import transaction
@@ -144,7 +144,12 @@ def parse_prompt_file(content: str, fmt: str) -> list[PromptRow]:
     return checked_rows(rows, errors)
 
 
-def checked_rows(rows: list, errors: list[dict[str, Any]], *, unit: str = "line") -> list:
+_Row = TypeVar("_Row")
+
+
+def checked_rows(
+    rows: list[_Row], errors: list[dict[str, Any]], *, unit: str = "line"
+) -> list[_Row]:
     """``rows`` if the whole file parsed; else InvalidInput listing every bad row (the
     message names the first five, ``details`` holds them all), so nothing is imported."""
     if errors:
@@ -320,7 +325,9 @@ def comparisons_import_pairs(
     return created
 
 
-def _prompt_key(text: str, split: str, messages: list | None) -> tuple[str, str, str]:
+def _prompt_key(
+    text: str, split: str, messages: list[dict[str, str]] | None
+) -> tuple[str, str, str]:
     return (text, split, json.dumps(messages or None, sort_keys=True))
 
 
@@ -489,6 +496,11 @@ def import_preview(*, data: bytes, fmt: str, kind: str, limit: int = 5) -> Impor
     try:
         (parse_prompt_bytes if kind == "prompts" else parse_pair_bytes)(data, fmt)
     except InvalidInput as exc:
-        errors = list(exc.details) if exc.details else [{"line": None, "error": exc.message}]
+        details = exc.details  # checked_rows's list of bad rows
+        errors = (
+            list(details)
+            if isinstance(details, list) and details
+            else [{"line": None, "error": exc.message}]
+        )
     columns = list(dict.fromkeys(k for r in records[:limit] for k in r))
     return ImportPreview(kind, fmt, len(records), columns, records[:limit], errors)

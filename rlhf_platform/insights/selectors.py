@@ -19,7 +19,7 @@ from collections import defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
+from typing import Any, cast
 
 from django.db.models import Count, Q, QuerySet, Sum
 from django.utils import timezone
@@ -258,6 +258,7 @@ def reward_accuracy(campaign: Campaign) -> list[RewardAccuracy]:
     totals: dict[int, list[int]] = defaultdict(lambda: [0, 0])
     for version_id, p_mean, choice in rows:
         totals[version_id][0] += 1
+        p_mean = cast(float, p_mean)  # not NULL: filtered out above
         totals[version_id][1] += int((p_mean > 0.5) == (choice == Choice.A))
     versions = (
         ModelVersion.objects.filter(campaign=campaign, kind=ModelKind.REWARD)
@@ -536,13 +537,13 @@ def spend_by_source(campaign: Campaign) -> list[SourceSpend]:
     }
     out = []
     for source, unit in (("human", budget.human_label_cost), ("judge", budget.judge_call_cost)):
-        r = rows.get(source, {})
+        r = rows.get(source)
         out.append(
             SourceSpend(
                 source=source,
-                labels=r.get("labels") or 0,
-                amount=r.get("amount") or Decimal("0"),
-                tokens=r.get("tokens") or 0,
+                labels=(r["labels"] or 0) if r else 0,
+                amount=(r["amount"] or Decimal("0")) if r else Decimal("0"),
+                tokens=(r["tokens"] or 0) if r else 0,
                 unit_cost=unit,
             )
         )

@@ -13,6 +13,7 @@ import statistics
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 
 from ml_worker.core.choice import Choice, Preference
 
@@ -163,12 +164,13 @@ class PowerFit:
         """An approximate 95% interval of :meth:`labels_for`: the labels where the line
         reaches ``win_rate`` when its slope and its level each move by ``z`` standard
         errors (the four corners; the upper end is ``inf`` when the slope may be 0)."""
-        if not self.supported or not 0.0 < win_rate < 1.0:
+        se_b, se_my = self.se_b, self.se_my  # set together (fit_power_law)
+        if not self.supported or se_b is None or se_my is None or not 0.0 < win_rate < 1.0:
             return None
         y = math.log(0.5 / (1.0 - win_rate))
         ends = []
-        for b in (self.b - z * self.se_b, self.b + z * self.se_b):
-            for my in (self.my - z * self.se_my, self.my + z * self.se_my):
+        for b in (self.b - z * se_b, self.b + z * se_b):
+            for my in (self.my - z * se_my, self.my + z * se_my):
                 if b <= 0:
                     ends.append(math.inf)
                     continue
@@ -176,14 +178,17 @@ class PowerFit:
         return min(ends), max(ends)
 
     def win_rate(self, n: float) -> float:
-        return 1.0 - 0.5 * (n / self.a) ** (-self.b)
+        # float ** float is typed Any (a negative base gives a complex); n and a are > 0.
+        scale: float = (n / self.a) ** (-self.b)
+        return 1.0 - 0.5 * scale
 
     def labels_for(self, win_rate: float) -> float | None:
         """Labels the fit needs to reach ``win_rate``: ``a (0.5 / (1 - w)) ** (1 / b)``.
         None when the curve never gets there (``b <= 0``, or ``w`` outside (0, 1))."""
         if self.b <= 0 or not 0.0 < win_rate < 1.0:
             return None
-        return self.a * (0.5 / (1.0 - win_rate)) ** (1.0 / self.b)
+        scale: float = (0.5 / (1.0 - win_rate)) ** (1.0 / self.b)  # base > 0 here
+        return self.a * scale
 
 
 # Win rates are clipped into [W_MIN, W_MAX] before the log: a measured 1.0 (or 0.0) has no
@@ -245,7 +250,7 @@ class BurnRate:
 
 
 def burn_rate(
-    events: Iterable[tuple[dt.datetime, int, float]],
+    events: Iterable[tuple[dt.datetime, int, float | Decimal]],
     *,
     now: dt.datetime,
     window: dt.timedelta = dt.timedelta(days=7),

@@ -22,9 +22,11 @@ label of one annotator.
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any, Self
 
 from django.conf import settings
 from django.db import connection
+from django.db.backends.utils import CursorWrapper
 
 from rlhf_platform.accounts.models import User
 from rlhf_platform.budgets.models import Budget, LedgerEntry
@@ -38,7 +40,7 @@ from rlhf_platform.labeling.models import (
 )
 
 
-def cursor():
+def cursor() -> CursorWrapper:
     """A cursor on Django's connection whose statements PostgreSQL prepares once per
     connection (psycopg 3, server-side binding), wrapped like any Django cursor (errors,
     query logging, execute wrappers); a plain Django cursor when
@@ -53,18 +55,37 @@ def cursor():
     connection.close_if_health_check_failed()
     connection.ensure_connection()
     with connection.wrap_database_errors:
-        return connection._prepare_cursor(_Prepared(connection.connection))
+        # Django's private wrapping step of connection.cursor(), absent from django-stubs.
+        wrapped: CursorWrapper = connection._prepare_cursor(  # type: ignore[attr-defined]
+            _Prepared(connection.connection)
+        )
+        return wrapped
 
 
+_Prepared: type[_PreparedCursor] | None
 try:
+    import psycopg
     from django.db.backends.postgresql.base import ServerBindingCursor
-
-    class _Prepared(ServerBindingCursor):
-        def execute(self, query, params=None, *, prepare=None, binary=None):
-            return super().execute(query, params, prepare=True, binary=binary)
-
+    from psycopg.abc import Params, QueryNoTemplate
 except ImportError:  # psycopg 2: no server-side binding
     _Prepared = None
+else:
+    # psycopg.Cursor is already a base of ServerBindingCursor (the MRO is unchanged); named
+    # here for mypy, since django-stubs leave it out (and with it __init__ and execute).
+    class _PreparedCursor(ServerBindingCursor, psycopg.Cursor[tuple[Any, ...]]):
+        # Only psycopg's first overload is kept: this module passes str queries, never
+        # Template ones (t-strings, Python 3.14).
+        def execute(  # type: ignore[override]
+            self,
+            query: QueryNoTemplate,
+            params: Params | None = None,
+            *,
+            prepare: bool | None = None,
+            binary: bool | None = None,
+        ) -> Self:
+            return super().execute(query, params, prepare=True, binary=binary)
+
+    _Prepared = _PreparedCursor
 
 
 _T = {
@@ -211,11 +232,16 @@ SELECT label.id, label.cost FROM label
 """
 
 
-def _pair(comparison_id: int, prompt_text, messages, a_text, b_text) -> Comparison:
+def _pair(
+    comparison_id: int, prompt_text: str, messages: str | None, a_text: str, b_text: str
+) -> Comparison:
     """A comparison carrying just what ``lease_display`` reads."""
     comparison = Comparison(pk=comparison_id)
     comparison.prompt = Prompt(
-        text=prompt_text, messages=_MESSAGES.from_db_value(messages, None, connection)
+        text=prompt_text,
+        # No key transform here: Django's from_db_value takes None for the expression,
+        # which django-stubs type as required.
+        messages=_MESSAGES.from_db_value(messages, None, connection),  # type: ignore[arg-type]
     )
     comparison.response_a = Response(text=a_text)
     comparison.response_b = Response(text=b_text)
@@ -230,7 +256,7 @@ def _active_lease(
     swapped: bool,
     created_at: dt.datetime,
     expires_at: dt.datetime,
-    pair: list,
+    pair: list[Any],
 ) -> Lease:
     """The annotator's active lease as ``lease_display`` reads it, from a row's columns."""
     lease = Lease(
@@ -270,21 +296,24 @@ def live_lease(user: User, campaign_id: int) -> Lease | None:
 def outstanding_leases(campaign_id: int, now: dt.datetime) -> int:
     with cursor() as cur:
         cur.execute(OUTSTANDING, {"campaign": campaign_id, "now": now})
-        return cur.fetchone()[0]
+        count: int = cur.fetchone()[0]
+        return count
 
 
 def lease_new(
     user: User, campaign_id: int, *, swapped: bool, now: dt.datetime, expires_at: dt.datetime
 ) -> Lease | None:
-    params = {
-        "user": user.pk,
-        "campaign": campaign_id,
-        "swapped": swapped,
-        "now": now,
-        "expires": expires_at,
-    }
     with cursor() as cur:
-        cur.execute(LEASE_NEW, params)
+        cur.execute(
+            LEASE_NEW,
+            {
+                "user": user.pk,
+                "campaign": campaign_id,
+                "swapped": swapped,
+                "now": now,
+                "expires": expires_at,
+            },
+        )
         row = cur.fetchone()
     if row is None:
         return None
@@ -297,7 +326,7 @@ class SubmitLock:
 
     __slots__ = ("lease", "comparison", "replay_label_id")
 
-    def __init__(self, user: User, row: tuple) -> None:
+    def __init__(self, user: User, row: tuple[Any, ...]) -> None:
         (lease_id, state, swapped, expires_at, campaign_id, comparison_id, created_at,
          c_state, labels_count, leased_count, labels_required, round_id, replay) = row  # fmt: skip
         self.comparison = Comparison(
@@ -358,20 +387,22 @@ def submit_debit(
 ) -> Label | None:
     """Debit the budget and store the label; None (nothing written) when the budget refuses
     or has a daily cap (the caller then takes the locking ORM path, which says why)."""
-    params = {
-        "campaign": lease.campaign_id,
-        "comparison": lease.comparison_id,
-        "lease": lease.pk,
-        "user": user.pk,
-        "choice": choice,
-        "swapped": lease.swapped,
-        "rationale": rationale,
-        "time_taken_ms": time_taken_ms,
-        "key": idempotency_key,
-        "now": now,
-    }
     with cursor() as cur:
-        cur.execute(SUBMIT_DEBIT, params)
+        cur.execute(
+            SUBMIT_DEBIT,
+            {
+                "campaign": lease.campaign_id,
+                "comparison": lease.comparison_id,
+                "lease": lease.pk,
+                "user": user.pk,
+                "choice": choice,
+                "swapped": lease.swapped,
+                "rationale": rationale,
+                "time_taken_ms": time_taken_ms,
+                "key": idempotency_key,
+                "now": now,
+            },
+        )
         row = cur.fetchone()
     if row is None:
         return None

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
+from typing import TypedDict
 
 from django.db.models import F, QuerySet
 from django.utils import timezone
 
 from rlhf_platform.accounts.models import User
 from rlhf_platform.budgets.services import budget_refusal
-from rlhf_platform.campaigns.models import Campaign, CampaignState
+from rlhf_platform.campaigns.models import Campaign, CampaignState, Response
 from rlhf_platform.errors import Conflict, NotFound, ServiceError
 from rlhf_platform.labeling.models import (
     Comparison,
@@ -119,7 +121,19 @@ def get_lease_for_annotator(user: User, lease_id: int, *, for_update: bool = Fal
     return lease
 
 
-def lease_display(lease: Lease) -> dict:
+class LeaseDisplay(TypedDict):
+    """The pair as one annotator is shown it (the API's lease body, the labeling page)."""
+
+    lease_id: int
+    campaign_id: int
+    expires_at: dt.datetime
+    prompt: str
+    messages: list[dict[str, str]] | None
+    response_a: str
+    response_b: str
+
+
+def lease_display(lease: Lease) -> LeaseDisplay:
     """What the annotator sees: responses in the lease's shown order, never the mapping."""
     comparison = lease.comparison
     left, right = comparison.response_a, comparison.response_b
@@ -145,7 +159,7 @@ def get_label_for_annotator(user: User, label_id: int) -> Label:
     return label
 
 
-def cut_off_at(response, policy_config: dict) -> int | None:
+def cut_off_at(response: Response, policy_config: object) -> int | None:
     """The generation limit a policy response stopped at (it was cut off there), or None.
 
     A response's token count includes the end-of-sequence token when the policy stopped by

@@ -180,7 +180,7 @@ def comparison_next(
     return Served(lease=lease, created=True)
 
 
-def _check_may_lease(campaign_state: str, budget, annotator: User) -> None:
+def _check_may_lease(campaign_state: str, budget: Budget, annotator: User) -> None:
     if campaign_state != CampaignState.RUNNING:
         raise Conflict(
             f"The campaign is {campaign_state}, not running.", code="campaign_not_running"
@@ -190,8 +190,9 @@ def _check_may_lease(campaign_state: str, budget, annotator: User) -> None:
         raise refusal
 
 
-def _check_outstanding(budget, outstanding: int) -> None:
-    if budget.labels_spent + outstanding >= budget.label_cap:
+def _check_outstanding(budget: Budget, outstanding: int) -> None:
+    """Call only for a budget with a label cap (the callers check)."""
+    if budget.label_cap is not None and budget.labels_spent + outstanding >= budget.label_cap:
         raise NothingToLabel(ALL_BEING_WORKED_ON)
 
 
@@ -302,8 +303,7 @@ def _label_submit_locked(
     rationale: str,
     time_taken_ms: int | None,
 ) -> tuple[Label, bool]:
-    fast = hand_written_sql()
-    if fast:
+    if hand_written_sql():
         locked = pg.submit_lock(annotator, lease_id, idempotency_key)
         if locked is None:
             raise NotFound("No such lease.", code="lease_not_found")
@@ -335,7 +335,7 @@ def _label_submit_locked(
     stored_choice = Choice(AnswerChoice.from_shown(choice, swapped=lease.swapped).value)
     refit_soon(lease.campaign_id)  # issue 20: the rater model, after commit, debounced
     if is_gold(comparison):  # no budget debit: gold is not a training label
-        label = gold_label_store(
+        gold_label = gold_label_store(
             annotator=annotator,
             lease=lease,
             stored_choice=stored_choice,
@@ -344,44 +344,19 @@ def _label_submit_locked(
             idempotency_key=idempotency_key,
             now=now,
         )
-        return label, True
-    # The rows already locked are written first; the campaign's budget row, the one lock
-    # every submit of the campaign queues on, is taken last and held for the fewest statements.
-    label = None
-    if fast:
-        # The hand-written twin of label_record (two statements instead of six): the locked
-        # rows are written first, the budget row last. When the debit returns None (a cap
-        # refuses, or a daily cap needs counting) label_record below does it all again
-        # from the counts as they were, and says why.
-        counts = (comparison.labels_count, comparison.leased_count, comparison.state)
-        comparison.labels_count += 1
-        comparison.leased_count = max(0, comparison.leased_count - 1)
-        comparison.state = _comparison_state(comparison)
-        pg.submit_close(lease, comparison, now)
-        label = pg.submit_debit(
-            user=annotator,
-            lease=lease,
-            choice=stored_choice,
-            rationale=rationale,
-            time_taken_ms=time_taken_ms,
-            idempotency_key=idempotency_key,
-            now=now,
-        )
-        if label is None:
-            comparison.labels_count, comparison.leased_count, comparison.state = counts
-    if label is None:  # not PostgreSQL, or the budget refused or has a daily cap
-        label = label_record(
-            comparison=comparison,
-            source=LabelSource.HUMAN,
-            choice=stored_choice,
-            shown_swapped=lease.swapped,
-            idempotency_key=idempotency_key,
-            annotator=annotator,
-            lease=lease,
-            rationale=rationale,
-            time_taken_ms=time_taken_ms,
-            now=now,
-        )
+        return gold_label, True
+    label = label_record(
+        comparison=comparison,
+        source=LabelSource.HUMAN,
+        choice=stored_choice,
+        shown_swapped=lease.swapped,
+        idempotency_key=idempotency_key,
+        annotator=annotator,
+        lease=lease,
+        rationale=rationale,
+        time_taken_ms=time_taken_ms,
+        now=now,
+    )
     if comparison.round_id is not None and comparison.state == ComparisonState.LABELED:
         dispatch.step(comparison.round_id)  # the round may be complete: let a worker check
     return label, True
@@ -413,8 +388,25 @@ def label_record(
     included. The campaign's budget row is locked last, held for the fewest statements;
     when a cap refuses, :class:`BudgetExhausted` is raised and the caller's transaction
     rolls everything back. ``tokens``: what a judge call cost in tokens (priced per token).
+
+    On PostgreSQL a human label with its lease is written by the hand-written statements of
+    :mod:`.pg` (:func:`_label_record_pg`: the same writes in the same order, two statements
+    instead of six); when the budget refuses there, or has a daily cap, this ORM path runs.
     """
     now = now or timezone.now()
+    if (
+        source == LabelSource.HUMAN
+        and lease is not None
+        and annotator is not None
+        and hand_written_sql()
+    ):
+        fast = _label_record_pg(
+            comparison, annotator, lease, choice, rationale, time_taken_ms, idempotency_key, now
+        )
+        if fast is not None:
+            return fast
+    # The rows already locked are written first; the campaign's budget row, the one lock
+    # every submit of the campaign queues on, is taken last and held for the fewest statements.
     fields = ["state", "updated_at"]
     if source == LabelSource.HUMAN:
         comparison.labels_count += 1
@@ -449,6 +441,40 @@ def label_record(
         label_id=label.pk,
         tokens=tokens,
     )
+    return label
+
+
+def _label_record_pg(
+    comparison: Comparison,
+    annotator: User,
+    lease: Lease,
+    choice: str,
+    rationale: str,
+    time_taken_ms: int | None,
+    idempotency_key: str,
+    now: dt.datetime,
+) -> Label | None:
+    """:func:`label_record` of a human label as two hand-written statements (:mod:`.pg`)
+    instead of six, with the same writes in the same lock order: the locked lease and
+    comparison first, the budget row last. None when the debit refuses or a daily cap needs
+    counting: the comparison's counts are put back and the ORM path does it all again from
+    them, and says why."""
+    counts = (comparison.labels_count, comparison.leased_count, comparison.state)
+    comparison.labels_count += 1
+    comparison.leased_count = max(0, comparison.leased_count - 1)
+    comparison.state = _comparison_state(comparison)
+    pg.submit_close(lease, comparison, now)
+    label = pg.submit_debit(
+        user=annotator,
+        lease=lease,
+        choice=choice,
+        rationale=rationale,
+        time_taken_ms=time_taken_ms,
+        idempotency_key=idempotency_key,
+        now=now,
+    )
+    if label is None:
+        comparison.labels_count, comparison.leased_count, comparison.state = counts
     return label
 
 

@@ -34,12 +34,14 @@ def left_out_q() -> Q:
     gold = GoldPair.objects.filter(
         Q(comparison_id=OuterRef("comparison_id")) | Q(source_id=OuterRef("comparison_id"))
     )
+    # Each Exists in a Q: the tree Django builds either way (Exists | Exists is
+    # Q(...) | Q(...)), and a Q to mypy (django-stubs type Exists | Exists as a Combinable).
     return (
-        Exists(gold)
-        | Exists(excluded.filter(annotator_id=OuterRef("annotator_id")))
+        Q(Exists(gold))
+        | Q(Exists(excluded.filter(annotator_id=OuterRef("annotator_id"))))
         | (
             Q(source=LabelSource.JUDGE)
-            & Exists(excluded.filter(annotator__isnull=True, judge_name=OuterRef("judge_name")))
+            & Q(Exists(excluded.filter(annotator__isnull=True, judge_name=OuterRef("judge_name"))))
         )
     )
 

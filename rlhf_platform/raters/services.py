@@ -6,7 +6,7 @@ Every researcher action here is written with its audit log entry in one transact
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from typing import Any
 
 from django.core.cache import cache
@@ -16,7 +16,7 @@ from kombu.exceptions import OperationalError as BrokerError
 
 from ml_worker.core.rater_stats import CHOICES
 from rlhf_platform.accounts.models import User
-from rlhf_platform.campaigns.models import AcquisitionRule, Campaign, Response
+from rlhf_platform.campaigns.models import AcquisitionRule, Campaign, Prompt, Response
 from rlhf_platform.campaigns.selectors import can_manage
 from rlhf_platform.errors import InvalidInput, NotFound, PermissionDenied
 from rlhf_platform.insights.models import AuditAction, AuditEntry
@@ -60,13 +60,16 @@ def raters_refit(*, campaign_id: int) -> RaterSettings | None:
         return row
     from ml_worker.core.raters import fit_raters  # NumPy: workers only, never the web process
 
+    # Keyed as fit_raters takes it (Mapping[Hashable, str]: Mapping's key type is
+    # invariant, so a dict[int, str] is not one).
+    gold: dict[Hashable, str] = {item: answer for item, answer in gold_answers(campaign_id).items()}
     fit = fit_raters(
         [lab.comparison_id for lab in labels],
         [rater_key(lab) for lab in labels],
         [lab.choice for lab in labels],
         [lab.shown_swapped for lab in labels],
         seconds=[None if lab.time_taken_ms is None else lab.time_taken_ms / 1000 for lab in labels],
-        gold=gold_answers(campaign_id),
+        gold=gold,
         previous=row.warm_start or None,
     )
     RaterSettings.objects.filter(pk=row.pk).update(
@@ -177,8 +180,8 @@ def rater_exclusion_set(
 # --------------------------------------------------------------------------------------------
 
 
-def _check_answer(answer: Any) -> str:
-    if answer not in CHOICES:
+def _check_answer(answer: object) -> str:
+    if not isinstance(answer, str) or answer not in CHOICES:
         raise InvalidInput(
             f"A gold answer is one of {', '.join(CHOICES)}, not {answer!r}.",
             code="invalid_gold_answer",
@@ -189,7 +192,7 @@ def _check_answer(answer: Any) -> str:
 def gold_pair_create(
     *,
     campaign: Campaign,
-    prompt,
+    prompt: Prompt,
     response_a: Response,
     response_b: Response,
     answer: str,
