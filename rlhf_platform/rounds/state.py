@@ -32,6 +32,10 @@ WORK_STATES = (
 )
 
 
+class ClaimLost(Exception):
+    """Another worker took over this round's step (ours was presumed dead)."""
+
+
 def new_token() -> str:
     return secrets.token_hex(8)
 
@@ -75,6 +79,19 @@ def round_advance(*, round_id: int, token: str, from_state: str, to_state: str) 
     if changed:
         _append_transition(round_id, to_state)
     return bool(changed)
+
+
+def beat(rnd: Round, token: str) -> None:
+    """A step's heartbeat: raises :class:`ClaimLost` if the claim was taken over."""
+    if not round_heartbeat(round_id=rnd.pk, token=token):
+        raise ClaimLost()
+
+
+def advance(rnd: Round, token: str, to_state: str) -> str:
+    """A step's advance from the state it claimed: raises :class:`ClaimLost` if refused."""
+    if not round_advance(round_id=rnd.pk, token=token, from_state=rnd.state, to_state=to_state):
+        raise ClaimLost()
+    return to_state
 
 
 def round_release(*, round_id: int, token: str) -> None:

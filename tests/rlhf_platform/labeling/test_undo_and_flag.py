@@ -21,7 +21,7 @@ from rlhf_platform.labeling.services import (
     label_undo,
     last_undoable_label,
 )
-from rlhf_platform.rounds.services import _labels_q
+from rlhf_platform.rounds.learn import _labels_q
 
 pytestmark = pytest.mark.django_db
 

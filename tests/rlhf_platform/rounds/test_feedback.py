@@ -117,7 +117,7 @@ def test_invalid_judge_answers_are_recorded_never_counted_then_sent_to_humans(
 ):
     settings.JUDGE_MAX_ATTEMPTS = 2
     monkeypatch.setattr(
-        "rlhf_platform.rounds.services.build_judge", lambda config, **kwargs: AlwaysInvalid()
+        "rlhf_platform.rounds.judge.build_judge", lambda config, **kwargs: AlwaysInvalid()
     )
     campaign = live_campaign(
         researcher, name="bad-judge", algorithm="online", feedback_mode="judge"
