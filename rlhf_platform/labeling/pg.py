@@ -28,7 +28,7 @@ from django.db import connection
 
 from rlhf_platform.accounts.models import User
 from rlhf_platform.budgets.models import Budget, LedgerEntry
-from rlhf_platform.campaigns.models import Campaign, Membership, Prompt, Response
+from rlhf_platform.campaigns.models import Campaign, Membership, Prompt
 from rlhf_platform.labeling.models import (
     Comparison,
     Label,
@@ -36,6 +36,7 @@ from rlhf_platform.labeling.models import (
     Lease,
     LeaseState,
 )
+from rlhf_platform.rounds.models import Response
 
 
 def cursor():

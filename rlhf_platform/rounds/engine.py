@@ -11,11 +11,11 @@ import logging
 
 from django.db import InterfaceError, OperationalError
 
-from rlhf_platform.campaigns.models import Round, RoundState
 from rlhf_platform.rounds.evaluate import evaluate_step
 from rlhf_platform.rounds.generate import generate_step
 from rlhf_platform.rounds.judge import round_try_close
 from rlhf_platform.rounds.learn import learn_step
+from rlhf_platform.rounds.models import Round, RoundState
 from rlhf_platform.rounds.select import select_step
 from rlhf_platform.rounds.state import ClaimLost, new_token, round_claim, round_fail, round_release
 

@@ -13,15 +13,8 @@ from ml_worker.core.evaluation import NoValidJudgmentsError, win_rate
 from ml_worker.core.judges.base import build_judge
 from rlhf_platform.budgets.selectors import budget_status
 from rlhf_platform.campaigns.egress import judge_egress_policy
-from rlhf_platform.campaigns.models import (
-    Campaign,
-    CampaignState,
-    Evaluation,
-    ModelKind,
-    Round,
-    RoundState,
-    Split,
-)
+from rlhf_platform.campaigns.models import Campaign, CampaignState, Split
+from rlhf_platform.rounds.models import Evaluation, ModelKind, Round, RoundState
 from rlhf_platform.rounds.opening import (
     campaign_done,
     campaign_open_round,

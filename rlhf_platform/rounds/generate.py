@@ -13,8 +13,9 @@ from django.db import transaction
 
 from ml_worker.core import learner, seeds
 from rlhf_platform import limits
-from rlhf_platform.campaigns.models import Campaign, Prompt, Response, Round, RoundState, Split
+from rlhf_platform.campaigns.models import Campaign, Prompt, Split
 from rlhf_platform.rounds import dispatch
+from rlhf_platform.rounds.models import Response, Round, RoundState
 from rlhf_platform.rounds.opening import policy_spec, round_rng
 from rlhf_platform.rounds.state import advance, beat
 from rlhf_platform.rounds.versions import artifact_path

@@ -6,10 +6,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from rlhf_platform.campaigns.models import Round, RoundState
 from rlhf_platform.rounds import dispatch
 from rlhf_platform.rounds.engine import round_step
 from rlhf_platform.rounds.judge import round_judge, round_try_close
+from rlhf_platform.rounds.models import Round, RoundState
 from rlhf_platform.rounds.opening import campaign_open_round
 
 

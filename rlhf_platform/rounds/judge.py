@@ -18,7 +18,6 @@ from ml_worker.core.choice import Choice
 from ml_worker.core.judges.base import JudgeAuthError, JudgeConfigError, JudgeQuery, build_judge
 from rlhf_platform.budgets.selectors import budget_status
 from rlhf_platform.campaigns.egress import judge_egress_policy
-from rlhf_platform.campaigns.models import Round, RoundState
 from rlhf_platform.errors import BudgetExhausted
 from rlhf_platform.labeling.models import Comparison, JudgeCall, LabelSource
 from rlhf_platform.labeling.services import (
@@ -28,6 +27,7 @@ from rlhf_platform.labeling.services import (
 )
 from rlhf_platform.raters.services import refit_soon
 from rlhf_platform.rounds import dispatch
+from rlhf_platform.rounds.models import Round, RoundState
 from rlhf_platform.rounds.opening import round_rng
 from rlhf_platform.rounds.state import advance, new_token, round_claim, round_fail
 

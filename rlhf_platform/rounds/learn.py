@@ -20,20 +20,13 @@ from ml_worker.core import rounds as round_schedule
 from ml_worker.core.choice import TRAINED, Choice
 from ml_worker.core.enn import ENNTrainer
 from ml_worker.core.update import reinforce_signals, unlabeled_signals
-from rlhf_platform.campaigns.models import (
-    Campaign,
-    ModelKind,
-    ModelVersion,
-    Round,
-    RoundState,
-    Split,
-    VersionState,
-)
+from rlhf_platform.campaigns.models import Campaign, Split
 from rlhf_platform.labeling.models import Comparison, Label
 from rlhf_platform.raters.selectors import left_out_q
 from rlhf_platform.raters.services import label_weights
 from rlhf_platform.rounds import dispatch
 from rlhf_platform.rounds.generate import response_features, round_groups
+from rlhf_platform.rounds.models import ModelKind, ModelVersion, Round, RoundState, VersionState
 from rlhf_platform.rounds.opening import is_last_round, policy_spec
 from rlhf_platform.rounds.state import advance, beat
 from rlhf_platform.rounds.versions import (

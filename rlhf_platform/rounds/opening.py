@@ -9,8 +9,9 @@ from django.utils import timezone
 
 from ml_worker.core import learner, seeds
 from rlhf_platform.budgets.selectors import budget_status
-from rlhf_platform.campaigns.models import Algorithm, Campaign, CampaignState, Round, RoundState
+from rlhf_platform.campaigns.models import Algorithm, Campaign, CampaignState
 from rlhf_platform.rounds import dispatch
+from rlhf_platform.rounds.models import Round, RoundState
 from rlhf_platform.rounds.versions import ensure_initial_versions
 
 

@@ -11,10 +11,11 @@ from django.utils import timezone
 
 from ml_worker.core import learner, seeds
 from ml_worker.core.acquisition import distinct_responses, select_pairs
-from rlhf_platform.campaigns.models import FeedbackMode, Round, RoundState
+from rlhf_platform.campaigns.models import FeedbackMode
 from rlhf_platform.labeling.models import Comparison
 from rlhf_platform.rounds import dispatch
 from rlhf_platform.rounds.generate import response_features, round_groups
+from rlhf_platform.rounds.models import Round, RoundState
 from rlhf_platform.rounds.opening import policy_spec, round_rng
 from rlhf_platform.rounds.state import advance, beat
 from rlhf_platform.rounds.versions import artifact_path, feature_cache

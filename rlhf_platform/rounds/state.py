@@ -19,9 +19,9 @@ from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from rlhf_platform.campaigns.models import Round, RoundState
 from rlhf_platform.errors import Conflict, NotFound
 from rlhf_platform.rounds import dispatch
+from rlhf_platform.rounds.models import Round, RoundState
 
 WORK_STATES = (
     RoundState.GENERATING,

@@ -8,10 +8,11 @@ from django.db import transaction
 from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
-from rlhf_platform.campaigns.models import Campaign, CampaignState, Round, RoundState
+from rlhf_platform.campaigns.models import Campaign, CampaignState
 from rlhf_platform.labeling.models import JudgeCall
 from rlhf_platform.rounds import dispatch
 from rlhf_platform.rounds.judge import needs_judge, round_try_close
+from rlhf_platform.rounds.models import Round, RoundState
 from rlhf_platform.rounds.opening import campaign_open_round
 
 

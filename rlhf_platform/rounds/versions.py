@@ -16,7 +16,8 @@ from django.conf import settings
 from django.db import transaction
 
 from ml_worker.core import learner
-from rlhf_platform.campaigns.models import Campaign, ModelKind, ModelVersion, Round, VersionState
+from rlhf_platform.campaigns.models import Campaign
+from rlhf_platform.rounds.models import ModelKind, ModelVersion, Round, VersionState
 from rlhf_platform.rounds.state import new_token
 
 
