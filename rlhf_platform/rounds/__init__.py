@@ -19,7 +19,7 @@ which the benchmark's simulation shares:
   Thompson sampling).
 
 The modules, one per part of the engine:
-- ``models``: Round, Response, ModelVersion, Evaluation;
+- ``models``: Round, Response, ModelVersion, Evaluation (and ``admin``, their admin pages);
 - ``state``: the state machine and the claims a step holds (torch-free: the web uses it);
 - ``dispatch``: where the next piece of work goes, Celery or an in-process queue (torch-free);
 - ``versions``: model-version files and their registration;

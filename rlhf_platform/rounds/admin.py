@@ -1,5 +1,6 @@
 """Admin pages of the round engine's models: rounds (with a retry action), model versions,
-evaluations and responses."""
+evaluations and responses.
+"""
 
 from django.contrib import admin, messages
 

@@ -3,7 +3,8 @@
 ``round_step`` claims the round's current state (``state.py``) and runs its step (generate,
 select, learn or evaluate; a labeling round is closed when it can be). Transient database
 errors release the claim and propagate for the task to retry; any other error fails the
-round with its reason."""
+round with its reason.
+"""
 
 from __future__ import annotations
 

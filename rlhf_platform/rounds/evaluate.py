@@ -1,6 +1,7 @@
 """Evaluate: every ``eval_every`` rounds (and at the last), the judge's win rate of the
 active policy against the initial one on the eval prompts; then the round is done and the
-next one opens (or the campaign finishes)."""
+next one opens (or the campaign finishes).
+"""
 
 from __future__ import annotations
 

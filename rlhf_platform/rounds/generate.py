@@ -1,7 +1,8 @@
 """Generate: the round's policy samples K responses for each of B training prompts.
 
 Also the helpers later steps read the round's responses with: ``round_groups`` (``[B][K]``,
-in generation order) and ``response_features`` (the cached backbone embeddings)."""
+in generation order) and ``response_features`` (the cached backbone embeddings).
+"""
 
 from __future__ import annotations
 

@@ -1,5 +1,6 @@
 """Foreground runs (management command, notebooks, tests): a campaign's rounds in this
-process, without a worker."""
+process, without a worker.
+"""
 
 from __future__ import annotations
 

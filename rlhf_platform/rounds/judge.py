@@ -1,7 +1,8 @@
 """Label: the judge labels the comparisons that ask for it, and a labeling round closes
 once every comparison is labeled, its deadline passed or the budget is spent.
 
-Also the judge trial of the New campaign page (one fixed pair put to a judge configuration)."""
+Also the judge trial of the New campaign page (one fixed pair put to a judge configuration).
+"""
 
 from __future__ import annotations
 

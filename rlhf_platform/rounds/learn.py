@@ -3,7 +3,8 @@
 Who refits or steps when comes from the schedule in ``ml_worker.core.rounds``: an incremental
 step every round (online, infomax), or a refit from the initial weights on every label so far
 (periodic every tau rounds, offline at the last). The new versions are written, registered
-PENDING and made READY in the transaction that advances the round."""
+PENDING and made READY in the transaction that advances the round.
+"""
 
 from __future__ import annotations
 

@@ -1,6 +1,7 @@
 """Opening a campaign's rounds, and what every step of a round draws on: whether the
 campaign is done (its rounds or its budget used up), each round's seeds, the campaign's
-policy spec."""
+policy spec.
+"""
 
 from __future__ import annotations
 

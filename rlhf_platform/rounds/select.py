@@ -1,5 +1,6 @@
 """Select: for each prompt, the campaign's acquisition rule picks one pair among its K
-responses, which becomes a comparison for humans, the judge, or both (mixed feedback)."""
+responses, which becomes a comparison for humans, the judge, or both (mixed feedback).
+"""
 
 from __future__ import annotations
 

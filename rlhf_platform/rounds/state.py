@@ -7,6 +7,10 @@ expected state and nobody holds a fresh claim), does the work, and *advances* wi
 conditional UPDATE that only its own claim token can satisfy. So two workers never both
 advance one round, and a worker killed mid-step leaves a claim that goes stale after
 ``ROUND_CLAIM_STALE_SECONDS`` and is then taken over (by a redelivered task or the sweeper).
+A step keeps its claim fresh with :func:`beat` and moves on with :func:`advance`; both raise
+:class:`ClaimLost` once another worker has taken the step over.
+
+Torch-free: the web process imports this module (retrying a failed round).
 """
 
 from __future__ import annotations

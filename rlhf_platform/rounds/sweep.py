@@ -1,5 +1,6 @@
 """Sweeping: overdue labeling rounds, lost messages, dead workers; and taking back the
-steps of an interrupted run at start (``manage.py resume_rounds``)."""
+steps of an interrupted run at start (``manage.py resume_rounds``).
+"""
 
 from __future__ import annotations
 

@@ -2,7 +2,8 @@
 
 A version's files are written under a temporary name and renamed into place when complete;
 only then is the version registered (READY at once for the initial versions; PENDING for a
-round's new versions until the round advances, see ``learn.py``)."""
+round's new versions until the round advances, see ``learn.py``).
+"""
 
 from __future__ import annotations
 
