@@ -12,13 +12,6 @@ from django.conf import settings
 from django.db import models
 from django.db.models import Q
 
-# Until bench/label_efficiency imports them from rlhf_platform.rounds.models (their one
-# definition), the round engine's models stay importable from here.
-from rlhf_platform.rounds.models import Evaluation as Evaluation
-from rlhf_platform.rounds.models import ModelKind as ModelKind
-from rlhf_platform.rounds.models import ModelVersion as ModelVersion
-from rlhf_platform.rounds.models import RoundState as RoundState
-
 
 class Algorithm(models.TextChoices):
     OFFLINE = "offline", "Offline"
