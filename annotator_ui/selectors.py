@@ -14,10 +14,11 @@ from django.db.models.functions import Coalesce
 from django.utils import timezone
 
 from rlhf_platform.accounts.models import User
-from rlhf_platform.campaigns.models import Campaign, Round
+from rlhf_platform.campaigns.models import Campaign
 from rlhf_platform.campaigns.selectors import campaigns_visible_to
 from rlhf_platform.errors import NotFound
 from rlhf_platform.labeling.models import Comparison, ComparisonState, Label, Lease
+from rlhf_platform.rounds.models import Round
 
 
 def utc_day_start(now: dt.datetime | None = None) -> dt.datetime:

@@ -72,7 +72,7 @@ def env_list(name: str, default: list[str]) -> list[str]:
 # readers (a login page, a lease) read while the worker writes; a writer waits up to
 # `timeout` seconds for another's lock instead of failing at once; IMMEDIATE takes the
 # write lock at BEGIN, so two writers queue instead of deadlocking on an upgrade. No worker
-# holds a transaction while it loads or runs a model (rounds/services.py), so waits are
+# holds a transaction while it loads or runs a model (rlhf_platform/rounds/), so waits are
 # short (tests/rlhf_platform/test_sqlite_demo.py).
 SQLITE_OPTIONS = {
     "timeout": 20,

@@ -48,6 +48,7 @@ INSTALLED_APPS = [
     "django_htmx",
     "rlhf_platform.accounts",
     "rlhf_platform.campaigns",
+    "rlhf_platform.rounds",
     "rlhf_platform.labeling",
     "rlhf_platform.budgets",
     "rlhf_platform.insights",
@@ -60,6 +61,7 @@ INSTALLED_APPS = [
 MIGRATION_MODULES = {
     "accounts": "migrations.accounts",
     "campaigns": "migrations.campaigns",
+    "rounds": "migrations.rounds",
     "labeling": "migrations.labeling",
     "budgets": "migrations.budgets",
     "insights": "migrations.insights",
@@ -196,7 +198,7 @@ SPECTACULAR_SETTINGS = {
     "REDOC_DIST": "SIDECAR",
     "ENUM_NAME_OVERRIDES": {
         "CampaignStateEnum": "rlhf_platform.campaigns.models.CampaignState",
-        "RoundStateEnum": "rlhf_platform.campaigns.models.RoundState",
+        "RoundStateEnum": "rlhf_platform.rounds.models.RoundState",
         "ImportFormatEnum": ["jsonl", "csv", "parquet"],
         "ChoiceEnum": ["A", "B", "tie", "both_bad"],  # a label's choice, a gold answer
     },

@@ -128,7 +128,7 @@ def _campaign(arm: str, args: argparse.Namespace):
 def run_arm(arm: str, args: argparse.Namespace) -> dict:
     from tqdm import tqdm
 
-    from rlhf_platform.campaigns.models import Evaluation, RoundState
+    from rlhf_platform.rounds.models import Evaluation, RoundState
     from rlhf_platform.rounds.services import campaign_run_inline
 
     campaign = _campaign(arm, args)
@@ -191,7 +191,7 @@ def device_name() -> str:
 
 
 def summarize(campaign, seconds: float) -> dict:
-    from rlhf_platform.campaigns.models import Evaluation, ModelKind, ModelVersion, RoundState
+    from rlhf_platform.rounds.models import Evaluation, ModelKind, ModelVersion, RoundState
 
     rounds = list(campaign.rounds.order_by("index"))
     evals = Evaluation.objects.filter(campaign=campaign).order_by("round__index")

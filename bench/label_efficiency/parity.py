@@ -180,8 +180,8 @@ def create_campaign(owner, name: str, env: PoolEnv, **fields):
 def campaign_win_rates(env: PoolEnv, campaign, package: Path) -> list[dict]:
     """After each round of `campaign` that made a policy version: labels so far, rounds, and
     the exact win rate of that version against the initial policy on the evaluation prompts."""
-    from rlhf_platform.campaigns.models import ModelKind, ModelVersion
     from rlhf_platform.labeling.models import Label
+    from rlhf_platform.rounds.models import ModelKind, ModelVersion
     from rlhf_platform.rounds.services import artifact_path
 
     pool = PoolPolicy.load(package)

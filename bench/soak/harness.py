@@ -446,8 +446,8 @@ class Soak:
         from django.db import connection
         from django.utils import timezone
 
-        from rlhf_platform.campaigns.models import Round, RoundState
         from rlhf_platform.labeling.models import Label, Lease, LeaseState
+        from rlhf_platform.rounds.models import Round, RoundState
 
         grace = dt.timedelta(seconds=self.cfg.lease_sweep_seconds * 2 + 5)
         while not self._monitor_stop.wait(1.0):
@@ -578,8 +578,8 @@ class Soak:
         """Wait for the sweeper to free every abandoned lease and for rounds to move on."""
         from django.db import connection
 
-        from rlhf_platform.campaigns.models import Round, RoundState
         from rlhf_platform.labeling.models import Lease, LeaseState
+        from rlhf_platform.rounds.models import Round, RoundState
 
         c = self.cfg
         last_fault_end = max((f.end for f in self.outcome.faults), default=0.0)
@@ -628,8 +628,8 @@ class Soak:
         from django.db.models import Count, F, Q
 
         from rlhf_platform.budgets.models import Budget, LedgerEntry
-        from rlhf_platform.campaigns.models import Round, RoundState
         from rlhf_platform.labeling.models import Choice, Comparison, Label, Lease, LeaseState
+        from rlhf_platform.rounds.models import Round, RoundState
 
         o = self.outcome
         fail = o.failures.append

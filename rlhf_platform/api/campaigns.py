@@ -33,12 +33,7 @@ from rlhf_platform.campaigns.definition import (
     CAMPAIGN_SETTINGS,
     CampaignDefinition,
 )
-from rlhf_platform.campaigns.models import (
-    Algorithm,
-    Campaign,
-    CampaignState,
-    FeedbackMode,
-)
+from rlhf_platform.campaigns.models import Algorithm, Campaign, CampaignState, FeedbackMode
 from rlhf_platform.campaigns.selectors import (
     campaign_progress,
     campaigns_visible_to,

@@ -8,8 +8,8 @@ from rest_framework.request import Request
 from rest_framework.response import Response
 
 from rlhf_platform.api.common import ApiView, error_responses
-from rlhf_platform.campaigns.models import Round, RoundState
 from rlhf_platform.campaigns.selectors import get_campaign_for_user, get_round_for_user
+from rlhf_platform.rounds.models import Round, RoundState
 from rlhf_platform.rounds.state import round_retry
 
 TAG = ["rounds"]

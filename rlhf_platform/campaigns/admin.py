@@ -3,16 +3,7 @@ from django.contrib import admin, messages
 
 from rlhf_platform.budgets.models import Budget
 from rlhf_platform.campaigns.egress import judge_config_check
-from rlhf_platform.campaigns.models import (
-    Campaign,
-    Evaluation,
-    JudgeHost,
-    Membership,
-    ModelVersion,
-    Prompt,
-    Response,
-    Round,
-)
+from rlhf_platform.campaigns.models import Campaign, JudgeHost, Membership, Prompt
 from rlhf_platform.campaigns.services import STATE_ACTIONS
 from rlhf_platform.errors import InvalidInput, ServiceError
 from rlhf_platform.insights.services import CAP_FIELDS, campaign_state_audited
@@ -115,62 +106,3 @@ class PromptAdmin(admin.ModelAdmin):
     @admin.display(description="text")
     def short_text(self, obj: Prompt) -> str:
         return obj.text[:80]
-
-
-@admin.register(ModelVersion)
-class ModelVersionAdmin(admin.ModelAdmin):
-    list_display = ("id", "campaign", "kind", "round", "state", "artifact_path", "created_at")
-    list_filter = ("kind", "state", "campaign")
-
-
-@admin.register(Round)
-class RoundAdmin(admin.ModelAdmin):
-    list_display = (
-        "campaign",
-        "index",
-        "state",
-        "leftovers",
-        "attempts",
-        "started_at",
-        "finished_at",
-    )
-    list_filter = ("state", "campaign")
-    readonly_fields = ("transitions", "claim_token", "claimed_at", "failure_reason")
-    actions = ("retry_failed",)
-
-    @admin.action(description="Retry the selected failed rounds")
-    def retry_failed(self, request, queryset):
-        from rlhf_platform.errors import ServiceError
-        from rlhf_platform.rounds.state import round_retry
-
-        for rnd in queryset:
-            try:
-                round_retry(round_id=rnd.pk)
-            except ServiceError as exc:
-                self.message_user(request, f"round {rnd}: {exc.message}", messages.WARNING)
-            else:
-                self.message_user(request, f"round {rnd} sent back to work")
-
-
-@admin.register(Evaluation)
-class EvaluationAdmin(admin.ModelAdmin):
-    list_display = (
-        "campaign",
-        "round",
-        "policy_version",
-        "labels_spent",
-        "win_rate",
-        "ci_low",
-        "ci_high",
-        "n_prompts",
-        "n_invalid",
-    )
-    list_filter = ("campaign",)
-
-
-@admin.register(Response)
-class ResponseAdmin(admin.ModelAdmin):
-    list_display = ("id", "prompt", "round", "source", "token_count", "created_at")
-    list_filter = ("source", "prompt__campaign")
-    search_fields = ("text",)
-    raw_id_fields = ("prompt", "round", "policy_version")

@@ -7,9 +7,10 @@ from dataclasses import dataclass
 from django.db.models import Count, Q, QuerySet
 
 from rlhf_platform.accounts.models import User
-from rlhf_platform.campaigns.models import Campaign, Round
+from rlhf_platform.campaigns.models import Campaign
 from rlhf_platform.errors import NotFound, PermissionDenied
 from rlhf_platform.labeling.models import ComparisonState
+from rlhf_platform.rounds.models import Round
 
 
 def campaigns_visible_to(user: User) -> QuerySet[Campaign]:

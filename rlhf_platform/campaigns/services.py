@@ -17,12 +17,7 @@ from rlhf_platform.accounts.models import User
 from rlhf_platform.budgets.models import Budget
 from rlhf_platform.campaigns.definition import BUDGET_FIELDS, DEFINITION_FIELDS
 from rlhf_platform.campaigns.egress import judge_config_check
-from rlhf_platform.campaigns.models import (
-    Campaign,
-    CampaignState,
-    Invite,
-    Membership,
-)
+from rlhf_platform.campaigns.models import Campaign, CampaignState, Invite, Membership
 from rlhf_platform.errors import Conflict, InvalidInput, NotFound, PermissionDenied
 from rlhf_platform.rounds import dispatch
 

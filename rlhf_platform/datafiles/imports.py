@@ -20,7 +20,7 @@ from django.db import transaction
 
 from ml_worker.core.choice import Choice
 from rlhf_platform import limits
-from rlhf_platform.campaigns.models import AcquisitionRule, Campaign, Prompt, Response, Split
+from rlhf_platform.campaigns.models import AcquisitionRule, Campaign, Prompt, Split
 from rlhf_platform.datafiles.formats import (
     IMPORT_FORMATS,
     Progress,
@@ -29,6 +29,7 @@ from rlhf_platform.datafiles.formats import (
 )
 from rlhf_platform.errors import InvalidInput
 from rlhf_platform.labeling.models import Comparison
+from rlhf_platform.rounds.models import Response
 
 
 @dataclass

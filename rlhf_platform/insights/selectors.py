@@ -28,7 +28,7 @@ from ml_worker.core.choice import DECISIVE, Choice, share_of_a
 from rlhf_platform.accounts.models import User
 from rlhf_platform.budgets.models import Budget, LedgerEntry
 from rlhf_platform.budgets.selectors import BudgetStatus, budget_status
-from rlhf_platform.campaigns.models import Campaign, Evaluation, ModelKind, ModelVersion, Round
+from rlhf_platform.campaigns.models import Campaign
 from rlhf_platform.campaigns.selectors import (
     campaigns_visible_to,
     can_manage,
@@ -38,6 +38,7 @@ from rlhf_platform.errors import InvalidInput, NotFound, PermissionDenied
 from rlhf_platform.insights import stats
 from rlhf_platform.insights.models import AuditEntry
 from rlhf_platform.labeling.models import JudgeCall, Label, LabelSource, Lease, LeaseState
+from rlhf_platform.rounds.models import Evaluation, ModelKind, ModelVersion, Round
 
 # --- Access ---------------------------------------------------------------------------------
 

@@ -15,14 +15,8 @@ from django.db import models
 from django.db.models import F, Q
 
 from ml_worker.core import choice as core_choice
-from rlhf_platform.campaigns.models import (
-    AcquisitionRule,
-    Campaign,
-    ModelVersion,
-    Prompt,
-    Response,
-    Round,
-)
+from rlhf_platform.campaigns.models import AcquisitionRule, Campaign, Prompt
+from rlhf_platform.rounds.models import ModelVersion, Response, Round
 
 
 class ComparisonState(models.TextChoices):

@@ -30,7 +30,7 @@ from django.db.backends.utils import CursorWrapper
 
 from rlhf_platform.accounts.models import User
 from rlhf_platform.budgets.models import Budget, LedgerEntry
-from rlhf_platform.campaigns.models import Campaign, Membership, Prompt, Response
+from rlhf_platform.campaigns.models import Campaign, Membership, Prompt
 from rlhf_platform.labeling.models import (
     Comparison,
     Label,
@@ -38,6 +38,7 @@ from rlhf_platform.labeling.models import (
     Lease,
     LeaseState,
 )
+from rlhf_platform.rounds.models import Response
 
 
 def cursor() -> CursorWrapper:

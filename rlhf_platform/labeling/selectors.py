@@ -11,7 +11,7 @@ from django.utils import timezone
 
 from rlhf_platform.accounts.models import User
 from rlhf_platform.budgets.services import budget_refusal
-from rlhf_platform.campaigns.models import Campaign, CampaignState, Response
+from rlhf_platform.campaigns.models import Campaign, CampaignState
 from rlhf_platform.errors import Conflict, NotFound, ServiceError
 from rlhf_platform.labeling.models import (
     Comparison,
@@ -21,6 +21,7 @@ from rlhf_platform.labeling.models import (
     Lease,
     LeaseState,
 )
+from rlhf_platform.rounds.models import Response
 
 NOTHING_WAITING = "Nothing is waiting for you now; the next round is being prepared."
 ALL_BEING_WORKED_ON = "Every remaining label of the budget is being worked on; try again shortly."

@@ -28,7 +28,7 @@ from rlhf_platform.budgets.services import (
     budget_refusal,
     unit_cost,
 )
-from rlhf_platform.campaigns.models import Campaign, CampaignState, Round, RoundState
+from rlhf_platform.campaigns.models import Campaign, CampaignState
 from rlhf_platform.errors import Conflict, InvalidInput, NotFound
 from rlhf_platform.labeling import pg
 from rlhf_platform.labeling.models import (
@@ -50,6 +50,7 @@ from rlhf_platform.labeling.selectors import (
 from rlhf_platform.raters.gold import gold_label_store, gold_lease, is_gold
 from rlhf_platform.raters.services import refit_soon
 from rlhf_platform.rounds import dispatch
+from rlhf_platform.rounds.models import Round, RoundState
 
 IDEMPOTENCY_KEY_MAX = 100
 

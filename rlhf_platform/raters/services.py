@@ -16,13 +16,14 @@ from kombu.exceptions import OperationalError as BrokerError
 
 from ml_worker.core.rater_stats import CHOICES
 from rlhf_platform.accounts.models import User
-from rlhf_platform.campaigns.models import AcquisitionRule, Campaign, Prompt, Response
+from rlhf_platform.campaigns.models import AcquisitionRule, Campaign, Prompt
 from rlhf_platform.campaigns.selectors import can_manage
 from rlhf_platform.errors import InvalidInput, NotFound, PermissionDenied
 from rlhf_platform.insights.models import AuditAction, AuditEntry
 from rlhf_platform.labeling.models import Comparison, ComparisonState, Label, LabelSource
 from rlhf_platform.raters.models import GoldPair, RaterExclusion, RaterSettings
 from rlhf_platform.raters.selectors import gold_answers, gold_rate_forget, rater_key
+from rlhf_platform.rounds.models import Response
 
 log = logging.getLogger(__name__)
 

@@ -7,6 +7,10 @@ expected state and nobody holds a fresh claim), does the work, and *advances* wi
 conditional UPDATE that only its own claim token can satisfy. So two workers never both
 advance one round, and a worker killed mid-step leaves a claim that goes stale after
 ``ROUND_CLAIM_STALE_SECONDS`` and is then taken over (by a redelivered task or the sweeper).
+A step keeps its claim fresh with :func:`beat` and moves on with :func:`advance`; both raise
+:class:`ClaimLost` once another worker has taken the step over.
+
+Torch-free: the web process imports this module (retrying a failed round).
 """
 
 from __future__ import annotations
@@ -19,9 +23,9 @@ from django.db import transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
-from rlhf_platform.campaigns.models import Round, RoundState
 from rlhf_platform.errors import Conflict, NotFound
 from rlhf_platform.rounds import dispatch
+from rlhf_platform.rounds.models import Round, RoundState
 
 WORK_STATES = (
     RoundState.GENERATING,
@@ -30,6 +34,10 @@ WORK_STATES = (
     RoundState.LEARNING,
     RoundState.EVALUATING,
 )
+
+
+class ClaimLost(Exception):
+    """Another worker took over this round's step (ours was presumed dead)."""
 
 
 def new_token() -> str:
@@ -75,6 +83,19 @@ def round_advance(*, round_id: int, token: str, from_state: str, to_state: str) 
     if changed:
         _append_transition(round_id, to_state)
     return bool(changed)
+
+
+def beat(rnd: Round, token: str) -> None:
+    """A step's heartbeat: raises :class:`ClaimLost` if the claim was taken over."""
+    if not round_heartbeat(round_id=rnd.pk, token=token):
+        raise ClaimLost()
+
+
+def advance(rnd: Round, token: str, to_state: str) -> str:
+    """A step's advance from the state it claimed: raises :class:`ClaimLost` if refused."""
+    if not round_advance(round_id=rnd.pk, token=token, from_state=rnd.state, to_state=to_state):
+        raise ClaimLost()
+    return to_state
 
 
 def round_release(*, round_id: int, token: str) -> None:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 from django.urls import reverse
 
-from rlhf_platform.campaigns.models import Campaign, Response
+from rlhf_platform.campaigns.models import Campaign
 from rlhf_platform.labeling.models import Label, Lease, LeaseState
 from rlhf_platform.labeling.selectors import cut_off_at
+from rlhf_platform.rounds.models import Response
 
 pytestmark = pytest.mark.django_db
 HX = {"HTTP_HX_REQUEST": "true"}

@@ -13,10 +13,10 @@ from django.urls import reverse
 from django.utils import timezone
 
 from annotator_ui.security import CONTENT_SECURITY_POLICY
-from rlhf_platform.campaigns.models import Round, RoundState
 from rlhf_platform.campaigns.services import campaign_set_state, comparisons_import_pairs
 from rlhf_platform.labeling.models import Choice, Label, Lease, LeaseState
 from rlhf_platform.labeling.services import comparison_next, label_submit
+from rlhf_platform.rounds.models import Round, RoundState
 from tests.conftest import make_campaign
 
 HX = {"HX-Request": "true"}

@@ -20,8 +20,9 @@ from django.db import connection
 
 from bench.label_efficiency import parity, sim
 from bench.label_efficiency.env import DEFAULT_POOL, PoolEnv, read_pool
-from rlhf_platform.campaigns.models import Campaign, CampaignState, RoundState
+from rlhf_platform.campaigns.models import Campaign, CampaignState
 from rlhf_platform.labeling.models import Label
+from rlhf_platform.rounds.models import RoundState
 from rlhf_platform.rounds.services import campaign_run_inline
 
 JUDGE = {"kind": "oracle", "encoder": "hashing", "temperature": 1.0}
@@ -145,7 +146,7 @@ def test_the_in_distribution_form_matches_too(researcher, env_in, tmp_path, sett
 def test_a_refit_takes_one_policy_step_per_round_so_far(researcher, env, package):
     """Offline's single refit after 3 rounds optimizes for 3 steps: the policy version's
     optimizer has taken exactly 3 steps, as online has after 3 rounds."""
-    from rlhf_platform.campaigns.models import ModelKind, ModelVersion
+    from rlhf_platform.rounds.models import ModelKind, ModelVersion
     from rlhf_platform.rounds.services import artifact_path
 
     campaign = _campaign(researcher, env, package, "parity-steps", "offline")

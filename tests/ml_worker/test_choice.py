@@ -86,7 +86,7 @@ def test_the_reward_model_trains_on_the_enum_targets():
 def test_the_round_engine_trains_on_the_enum_targets():
     from types import SimpleNamespace
 
-    from rlhf_platform.rounds.services import _training_labels
+    from rlhf_platform.rounds.learn import _training_labels
 
     labels = [SimpleNamespace(choice=c.value) for c in Choice]
     kept, targets = _training_labels(labels)

@@ -16,10 +16,11 @@ from rlhf_platform.campaigns.management.commands.seed_demo import (
     DEMO_LABEL_CAP,
     DEMO_PAIRS,
 )
-from rlhf_platform.campaigns.models import Campaign, CampaignState, Prompt, Response
+from rlhf_platform.campaigns.models import Campaign, CampaignState, Prompt
 from rlhf_platform.insights.models import AuditEntry
 from rlhf_platform.labeling.models import Comparison
 from rlhf_platform.labeling.services import comparison_next, label_submit
+from rlhf_platform.rounds.models import Response
 
 LOGIN_LINE = re.compile(r"^\s+(admin|researcher|annotator)\s+(\S+)$", re.MULTILINE)
 

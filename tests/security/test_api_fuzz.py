@@ -42,8 +42,8 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from rlhf_platform.accounts.models import Role
-from rlhf_platform.campaigns.models import Round, RoundState
 from rlhf_platform.labeling.services import comparison_next
+from rlhf_platform.rounds.models import Round, RoundState
 from rlhf_platform.rounds.state import round_fail
 from tests.conftest import make_campaign, make_user
 

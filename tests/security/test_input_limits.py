@@ -20,10 +20,11 @@ from rest_framework.authtoken.models import Token
 
 from rlhf_platform import limits
 from rlhf_platform.accounts.models import Role
-from rlhf_platform.campaigns.models import Campaign, Prompt, Response
+from rlhf_platform.campaigns.models import Campaign, Prompt
 from rlhf_platform.datafiles import exports
 from rlhf_platform.labeling.models import Comparison, Label
 from rlhf_platform.labeling.services import comparison_next, label_submit
+from rlhf_platform.rounds.models import Response
 from tests.conftest import make_campaign, make_user
 
 pytestmark = pytest.mark.django_db

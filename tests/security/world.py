@@ -17,10 +17,11 @@ from dataclasses import dataclass, field
 from rest_framework.authtoken.models import Token
 
 from rlhf_platform.accounts.models import Role, User
-from rlhf_platform.campaigns.models import Campaign, Round, RoundState
+from rlhf_platform.campaigns.models import Campaign
 from rlhf_platform.campaigns.services import prompts_import
 from rlhf_platform.labeling.models import Lease
 from rlhf_platform.labeling.services import comparison_next, label_submit
+from rlhf_platform.rounds.models import Round, RoundState
 from rlhf_platform.rounds.state import round_fail
 from tests.conftest import make_campaign, make_user
 

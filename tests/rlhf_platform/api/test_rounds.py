@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 from rest_framework.test import APIClient
 
-from rlhf_platform.campaigns.models import Evaluation, ModelKind, ModelVersion, Round, RoundState
+from rlhf_platform.rounds.models import Evaluation, ModelKind, ModelVersion, Round, RoundState
 from rlhf_platform.rounds.state import round_fail
 
 pytestmark = pytest.mark.django_db

@@ -13,18 +13,17 @@ from django.db import transaction
 from django.utils import timezone
 
 from rlhf_platform.budgets.services import budget_debit, budget_lock
-from rlhf_platform.campaigns.models import (
-    Campaign,
+from rlhf_platform.campaigns.models import Campaign, Prompt
+from rlhf_platform.campaigns.services import campaign_add_member, campaign_create
+from rlhf_platform.labeling.models import Comparison, ComparisonState, JudgeCall, Label
+from rlhf_platform.rounds.models import (
     Evaluation,
     ModelKind,
     ModelVersion,
-    Prompt,
     Response,
     Round,
     VersionState,
 )
-from rlhf_platform.campaigns.services import campaign_add_member, campaign_create
-from rlhf_platform.labeling.models import Comparison, ComparisonState, JudgeCall, Label
 
 # Per comparison: (human labels by annotator index, judge choice, judge P(A), order flip).
 # Choices are in the comparison's A/B terms.

@@ -23,11 +23,12 @@ from pathlib import Path
 
 import pytest
 
-from rlhf_platform.campaigns.models import Campaign, CampaignState, Prompt, Round, RoundState
+from rlhf_platform.campaigns.models import Campaign, CampaignState, Prompt
 from rlhf_platform.insights import views as insight_views
 from rlhf_platform.insights.models import AuditEntry
 from rlhf_platform.labeling.models import Comparison, Label, LabelSource
 from rlhf_platform.rounds import dispatch
+from rlhf_platform.rounds.models import Round, RoundState
 from rlhf_platform.rounds.services import (
     campaign_open_round,
     judge_trial_run,
@@ -296,7 +297,7 @@ def test_the_answer_buttons_fit_the_window_and_the_help_overlays(
 
     campaign = make_campaign(researcher, members=(annotator,))
     long = "A long answer. " * 400
-    from rlhf_platform.campaigns.models import Response
+    from rlhf_platform.rounds.models import Response
 
     Response.objects.filter(prompt__campaign=campaign).update(text=long)
     for viewport in (WIDE, NARROW):

@@ -9,7 +9,6 @@ import pytest
 from django.utils import timezone
 
 from rlhf_platform.budgets.models import Budget, LedgerEntry
-from rlhf_platform.campaigns.models import Round, RoundState
 from rlhf_platform.datafiles.exports import label_records, preference_records
 from rlhf_platform.errors import Conflict, NotFound, PermissionDenied
 from rlhf_platform.insights.models import AuditAction, AuditEntry
@@ -21,7 +20,8 @@ from rlhf_platform.labeling.services import (
     label_undo,
     last_undoable_label,
 )
-from rlhf_platform.rounds.services import _labels_q
+from rlhf_platform.rounds.learn import _labels_q
+from rlhf_platform.rounds.models import Round, RoundState
 
 pytestmark = pytest.mark.django_db
 

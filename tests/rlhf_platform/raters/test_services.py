@@ -11,7 +11,6 @@ import pytest
 from django.core.cache import cache
 
 from rlhf_platform.budgets.models import Budget
-from rlhf_platform.campaigns.models import ModelKind, ModelVersion, RoundState
 from rlhf_platform.campaigns.services import campaign_add_member, campaign_set_state
 from rlhf_platform.datafiles import exports
 from rlhf_platform.errors import InvalidInput, NotFound, PermissionDenied
@@ -28,6 +27,7 @@ from rlhf_platform.raters.services import (
     refit_soon,
 )
 from rlhf_platform.rounds import dispatch
+from rlhf_platform.rounds.models import ModelKind, ModelVersion, RoundState
 from rlhf_platform.rounds.services import campaign_open_round, round_step, round_try_close
 from tests.conftest import make_campaign
 from tests.rlhf_platform.insights.seed import seed_campaign

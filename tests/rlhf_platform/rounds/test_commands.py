@@ -6,7 +6,8 @@ from io import StringIO
 import pytest
 from django.core.management import CommandError, call_command
 
-from rlhf_platform.campaigns.models import Campaign, RoundState
+from rlhf_platform.campaigns.models import Campaign
+from rlhf_platform.rounds.models import RoundState
 from tests.rlhf_platform.rounds.conftest import EVAL, TRAIN
 
 pytestmark = pytest.mark.django_db

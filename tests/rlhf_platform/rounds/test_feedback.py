@@ -10,11 +10,11 @@ from django.utils import timezone
 
 from ml_worker.core.judges.base import JudgeResult
 from rlhf_platform.budgets.models import Budget
-from rlhf_platform.campaigns.models import Round, RoundState
 from rlhf_platform.campaigns.services import campaign_add_member, campaign_set_state
 from rlhf_platform.labeling.models import Comparison, ComparisonState, JudgeCall, Label
 from rlhf_platform.labeling.services import NothingToLabel, comparison_next, label_submit
 from rlhf_platform.rounds import dispatch
+from rlhf_platform.rounds.models import Round, RoundState
 from rlhf_platform.rounds.services import (
     campaign_open_round,
     round_judge,
@@ -117,7 +117,7 @@ def test_invalid_judge_answers_are_recorded_never_counted_then_sent_to_humans(
 ):
     settings.JUDGE_MAX_ATTEMPTS = 2
     monkeypatch.setattr(
-        "rlhf_platform.rounds.services.build_judge", lambda config, **kwargs: AlwaysInvalid()
+        "rlhf_platform.rounds.judge.build_judge", lambda config, **kwargs: AlwaysInvalid()
     )
     campaign = live_campaign(
         researcher, name="bad-judge", algorithm="online", feedback_mode="judge"

@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
-from rlhf_platform.campaigns.models import CampaignState, Evaluation, ModelVersion, RoundState
+from rlhf_platform.campaigns.models import CampaignState
 from rlhf_platform.campaigns.services import campaign_set_state
 from rlhf_platform.labeling.models import Label
+from rlhf_platform.rounds.models import Evaluation, ModelVersion, RoundState
 from rlhf_platform.rounds.services import campaign_run_inline
 from tests.rlhf_platform.rounds.conftest import live_campaign
 

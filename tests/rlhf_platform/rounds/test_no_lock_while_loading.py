@@ -17,8 +17,8 @@ import pytest
 from django.db import connection
 
 from ml_worker.core import learner
-from rlhf_platform.campaigns.models import RoundState
 from rlhf_platform.campaigns.services import campaign_set_state
+from rlhf_platform.rounds.models import RoundState
 from rlhf_platform.rounds.services import campaign_run_inline
 from tests.rlhf_platform.rounds.conftest import live_campaign
 

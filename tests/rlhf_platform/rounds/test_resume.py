@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 from django.core.management import call_command
 
-from rlhf_platform.campaigns.models import Round, RoundState
 from rlhf_platform.campaigns.services import campaign_set_state
 from rlhf_platform.rounds import dispatch
+from rlhf_platform.rounds.models import Round, RoundState
 from rlhf_platform.rounds.services import campaign_open_round, campaign_run_inline, round_step
 from rlhf_platform.rounds.state import round_claim
 from tests.rlhf_platform.rounds.conftest import live_campaign

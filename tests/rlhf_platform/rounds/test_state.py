@@ -7,9 +7,9 @@ import datetime as dt
 import pytest
 from django.utils import timezone
 
-from rlhf_platform.campaigns.models import Round, RoundState
 from rlhf_platform.campaigns.services import campaign_create
 from rlhf_platform.errors import Conflict
+from rlhf_platform.rounds.models import Round, RoundState
 from rlhf_platform.rounds.services import round_retry, round_step
 from rlhf_platform.rounds.state import round_advance, round_claim, round_fail
 
@@ -75,7 +75,7 @@ def test_the_admin_retries_failed_rounds(rnd, admin_user, client):
     round_fail(round_id=rnd.pk, reason="boom")
     client.force_login(admin_user)
     response = client.post(
-        "/admin/campaigns/round/",
+        "/admin/rounds/round/",
         {"action": "retry_failed", "_selected_action": [rnd.pk]},
         follow=True,
     )

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import pytest
 
-from rlhf_platform.campaigns.models import Round, RoundState
 from rlhf_platform.campaigns.services import campaign_set_state
 from rlhf_platform.labeling.models import Label
 from rlhf_platform.rounds import dispatch
+from rlhf_platform.rounds.models import Round, RoundState
 from rlhf_platform.rounds.services import (
     campaign_open_round,
     round_judge,

@@ -22,17 +22,11 @@ from django.db import connection
 from rest_framework.test import APIClient
 
 from bench.soak.services import PrivateRedis, free_port
-from rlhf_platform.campaigns.models import (
-    Campaign,
-    CampaignState,
-    Evaluation,
-    ModelVersion,
-    Round,
-    RoundState,
-)
+from rlhf_platform.campaigns.models import Campaign, CampaignState
 from rlhf_platform.campaigns.services import campaign_add_member, campaign_set_state
 from rlhf_platform.celery import app
 from rlhf_platform.labeling.models import Label
+from rlhf_platform.rounds.models import Evaluation, ModelVersion, Round, RoundState
 from tests.rlhf_platform.rounds.conftest import live_campaign
 from tests.rlhf_platform.test_celery_worker import _database_url
 

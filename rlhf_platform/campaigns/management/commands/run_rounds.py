@@ -8,7 +8,8 @@ from django.core.management.base import BaseCommand, CommandError
 from tqdm import tqdm
 
 from rlhf_platform.campaigns.management.commands.campaign_state import get_campaign
-from rlhf_platform.campaigns.models import CampaignState, Evaluation, RoundState
+from rlhf_platform.campaigns.models import CampaignState
+from rlhf_platform.rounds.models import Evaluation, RoundState
 from rlhf_platform.rounds.services import campaign_run_inline
 
 
