@@ -3,6 +3,8 @@ evaluations and responses.
 """
 
 from django.contrib import admin, messages
+from django.db.models import QuerySet
+from django.http import HttpRequest
 
 from rlhf_platform.rounds.models import Evaluation, ModelVersion, Response, Round
 
@@ -29,7 +31,7 @@ class RoundAdmin(admin.ModelAdmin):
     actions = ("retry_failed",)
 
     @admin.action(description="Retry the selected failed rounds")
-    def retry_failed(self, request, queryset):
+    def retry_failed(self, request: HttpRequest, queryset: QuerySet[Round]) -> None:
         from rlhf_platform.errors import ServiceError
         from rlhf_platform.rounds.state import round_retry
 

@@ -48,7 +48,7 @@ def round_step(*, round_id: int) -> str | None:
     if not round_claim(round_id=round_id, state=rnd.state, token=token):
         return None
     try:
-        return steps[rnd.state](rnd, token)
+        return steps[RoundState(rnd.state)](rnd, token)
     except ClaimLost:
         log.warning("round %s: claim lost during %s; another worker continues", round_id, rnd.state)
         return None

@@ -24,7 +24,7 @@ from rlhf_platform.rounds.opening import (
     round_rng,
 )
 from rlhf_platform.rounds.state import advance, beat
-from rlhf_platform.rounds.versions import artifact_path, initial_version
+from rlhf_platform.rounds.versions import artifact_path, initial_version, require
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ def evaluate_step(rnd: Round, token: str) -> str:
     spec = policy_spec(campaign)
     prompts = list(campaign.prompts.filter(split=Split.EVAL).order_by("id")[: spec.eval_prompts])
     if due and prompts:
-        active = Campaign.objects.get(pk=campaign.pk).active_policy_version
+        active = require(Campaign.objects.get(pk=campaign.pk).active_policy_version)
         initial = initial_version(campaign, ModelKind.POLICY)
         texts = [p.text for p in prompts]
         new = learner.load_policy(spec, artifact_path(active)).greedy(texts)

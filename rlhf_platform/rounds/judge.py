@@ -11,12 +11,18 @@ from typing import Any
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import F, Q
+from django.db.models import F, Q, QuerySet
 from django.utils import timezone
 
 from ml_worker.core import seeds
 from ml_worker.core.choice import Choice
-from ml_worker.core.judges.base import JudgeAuthError, JudgeConfigError, JudgeQuery, build_judge
+from ml_worker.core.judges.base import (
+    JudgeAuthError,
+    JudgeConfigError,
+    JudgeQuery,
+    JudgeResult,
+    build_judge,
+)
 from rlhf_platform.budgets.selectors import budget_status
 from rlhf_platform.campaigns.egress import judge_egress_policy
 from rlhf_platform.errors import BudgetExhausted
@@ -33,7 +39,7 @@ from rlhf_platform.rounds.opening import round_rng
 from rlhf_platform.rounds.state import advance, new_token, round_claim, round_fail
 
 
-def needs_judge(rnd_id: int):
+def needs_judge(rnd_id: int) -> QuerySet[Comparison]:
     return (
         Comparison.objects.filter(round_id=rnd_id, judge_requested=True)
         .exclude(labels__source=LabelSource.JUDGE)
@@ -102,7 +108,9 @@ def round_judge(*, round_id: int, batch_size: int = seeds.JUDGE_BATCH) -> int:
 
 
 @transaction.atomic
-def _record_judgment(comparison: Comparison, swapped: bool, result: Any, judge_name: str) -> None:
+def _record_judgment(
+    comparison: Comparison, swapped: bool, result: JudgeResult, judge_name: str
+) -> None:
     attempt = comparison.judge_calls.count() + 1
     choice = result.choice if result.valid else None
     if choice is not None and swapped:
@@ -117,12 +125,12 @@ def _record_judgment(comparison: Comparison, swapped: bool, result: Any, judge_n
         invalid_reason=result.invalid_reason or "",
         prob_a=prob_a,
         choice=choice or "",
-        order_disagreement=getattr(result, "order_disagreement", None),
+        order_disagreement=result.order_disagreement,
         tokens_in=result.tokens_in,
         tokens_out=result.tokens_out,
         attempt=attempt,
     )
-    if not result.valid:
+    if choice is None:  # an invalid answer (a valid one always has a choice)
         return
     # The row lock a human submit of the same comparison (mixed feedback) also takes, so the
     # state written from the counts below is current.
@@ -196,4 +204,4 @@ def judge_trial_run(*, trial_id: int) -> str:
                 "choice": result.choice or "",
             }
     JudgeTrial.objects.filter(pk=trial.pk).update(**{k: v for k, v in fields.items()})
-    return fields["state"]
+    return str(fields["state"])

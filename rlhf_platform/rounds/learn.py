@@ -11,12 +11,14 @@ PENDING and made READY in the transaction that advances the round.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import math
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 from django.db import transaction
+from django.db.models import QuerySet
 
 from ml_worker.core import learner
 from ml_worker.core import rounds as core_rounds
@@ -80,7 +82,7 @@ def _labeled_pairs(groups: list[list[Response]], labels: list[Label]) -> torch.T
     return torch.tensor([pairs[row] for row in sorted(pairs)], dtype=torch.long).reshape(-1, 3)
 
 
-def _labels_q(**filters: Any):
+def _labels_q(**filters: Any) -> QuerySet[Label]:
     return (
         Label.objects.filter(**filters, flagged_at__isnull=True)  # flagged: left out
         .exclude(left_out_q())  # excluded raters and gold pairs: left out (issue 20)
@@ -103,7 +105,7 @@ def learn_step(rnd: Round, token: str) -> str:
     incremental = schedule == core_rounds.ONLINE
     reward_v = campaign.active_reward_version
     policy_v = campaign.active_policy_version
-    new_versions: dict[str, tuple[Callable[[Path], None], dict[str, Any]]] = {}
+    new_versions: dict[str, tuple[Callable[[Path], None], dict[str, float]]] = {}
 
     if incremental or refit:
         featurizer = learner.featurizer(spec, feature_cache())
@@ -175,13 +177,6 @@ def learn_step(rnd: Round, token: str) -> str:
     return state
 
 
-def _finite(metrics: dict[str, Any]) -> dict[str, float]:
-    out = {}
-    for key, value in metrics.items():
-        try:
-            f = float(value)
-        except (TypeError, ValueError):
-            continue
-        if f == f and abs(f) != float("inf"):
-            out[key] = f
-    return out
+def _finite(metrics: Mapping[str, float]) -> dict[str, float]:
+    """The metrics a version keeps: finite numbers (JSON has no NaN or infinity)."""
+    return {key: float(v) for key, v in metrics.items() if math.isfinite(v)}

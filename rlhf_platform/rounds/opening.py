@@ -12,7 +12,7 @@ from ml_worker.core import learner, seeds
 from rlhf_platform.budgets.selectors import budget_status
 from rlhf_platform.campaigns.models import Algorithm, Campaign, CampaignState
 from rlhf_platform.rounds import dispatch
-from rlhf_platform.rounds.models import Round, RoundState
+from rlhf_platform.rounds.models import ModelVersion, Round, RoundState
 from rlhf_platform.rounds.versions import ensure_initial_versions
 
 
@@ -56,6 +56,7 @@ def campaign_open_round(*, campaign_id: int) -> Round | None:
         return None
     policy_v, reward_v = ensure_initial_versions(campaign)
     campaign.refresh_from_db()
+    policy_for_queries: ModelVersion | None
     if campaign.algorithm == Algorithm.OFFLINE:
         policy_for_queries = policy_v  # offline: every query comes from the initial policy
     else:

@@ -4,6 +4,7 @@ responses, which becomes a comparison for humans, the judge, or both (mixed feed
 
 from __future__ import annotations
 
+import datetime as dt
 import random
 
 from django.db import transaction
@@ -72,7 +73,7 @@ def select_step(rnd: Round, token: str) -> str:
         Comparison.objects.filter(round=rnd).delete()  # an earlier, crashed attempt
         Comparison.objects.bulk_create(comparisons)
         Round.objects.filter(pk=rnd.pk).update(
-            deadline=timezone.now() + timezone.timedelta(seconds=campaign.round_deadline_seconds)
+            deadline=timezone.now() + dt.timedelta(seconds=campaign.round_deadline_seconds)
         )
         state = advance(rnd, token, RoundState.LABELING)
         if any(c.judge_requested for c in comparisons):

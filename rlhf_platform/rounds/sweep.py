@@ -4,6 +4,8 @@ steps of an interrupted run at start (``manage.py resume_rounds``).
 
 from __future__ import annotations
 
+import datetime as dt
+
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
@@ -23,7 +25,7 @@ def rounds_sweep(*, idle_seconds: int | None = None) -> dict[str, int]:
     rounds it left idle with comparisons still waiting for it (a lost message), open rounds
     for running campaigns that have none."""
     idle = idle_seconds if idle_seconds is not None else settings.ROUND_CLAIM_STALE_SECONDS
-    cutoff = timezone.now() - timezone.timedelta(seconds=idle)
+    cutoff = timezone.now() - dt.timedelta(seconds=idle)
     counts = {"closed": 0, "redispatched": 0, "judge_redispatched": 0, "opened": 0}
     for rnd in Round.objects.filter(state=RoundState.LABELING):
         if round_try_close(round_id=rnd.pk) == RoundState.LEARNING:
@@ -87,7 +89,7 @@ def rounds_resume_interrupted() -> list[Round]:
     return resumed
 
 
-def _judge_idle_since(rnd: Round):
+def _judge_idle_since(rnd: Round) -> dt.datetime:
     """When the judge last worked on the round (or, if never, when it started labeling)."""
     last_call = (
         JudgeCall.objects.filter(comparison__round=rnd)
@@ -100,7 +102,7 @@ def _judge_idle_since(rnd: Round):
     return max(times) if times else timezone.now()
 
 
-def _last_transition_time(rnd: Round):
+def _last_transition_time(rnd: Round) -> dt.datetime | None:
     if not rnd.transitions:
         return None
     return parse_datetime(rnd.transitions[-1][1])

@@ -11,7 +11,6 @@ import os
 import shutil
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from django.conf import settings
 from django.db import transaction
@@ -26,8 +25,16 @@ def artifact_root() -> Path:
     return Path(settings.ARTIFACT_ROOT)
 
 
-def artifact_path(version: ModelVersion) -> Path:
-    return artifact_root() / version.artifact_path
+def require(version: ModelVersion | None) -> ModelVersion:
+    """`version`, which a started campaign always has (its initial versions are registered
+    before its first round); a clear error if it is missing."""
+    if version is None:
+        raise ValueError("no model version: the campaign's initial versions are not registered")
+    return version
+
+
+def artifact_path(version: ModelVersion | None) -> Path:
+    return artifact_root() / require(version).artifact_path
 
 
 def feature_cache() -> Path:
@@ -76,7 +83,7 @@ def _register(
     *,
     rnd: Round | None,
     parent: ModelVersion | None,
-    metrics: dict[str, Any],
+    metrics: dict[str, float],
 ) -> ModelVersion:
     return ModelVersion.objects.create(
         campaign=campaign,
@@ -113,7 +120,7 @@ def ensure_initial_versions(campaign: Campaign) -> tuple[ModelVersion, ModelVers
     if policy_v and reward_v:
         return policy_v, reward_v
     spec = learner.PolicySpec.from_config(campaign.policy_config)
-    written: dict[str, tuple[str, dict[str, Any]]] = {}
+    written: dict[str, tuple[str, dict[str, float]]] = {}
     if policy_v is None:
         policy = learner.new_policy(spec)
         written[ModelKind.POLICY] = (
@@ -142,6 +149,8 @@ def ensure_initial_versions(campaign: Campaign) -> tuple[ModelVersion, ModelVers
                 if rel is not None:  # another worker won the race: drop our copy
                     shutil.rmtree(artifact_root() / rel, ignore_errors=True)
                 versions[kind] = existing
+            elif rel is None:  # registered when we looked, gone now: never deleted
+                raise ValueError(f"the initial {kind} version disappeared while registering")
             else:
                 versions[kind] = _register(
                     campaign, kind, rel, rnd=None, parent=None, metrics=metrics
@@ -154,7 +163,12 @@ def ensure_initial_versions(campaign: Campaign) -> tuple[ModelVersion, ModelVers
 
 
 def pending_version(
-    campaign: Campaign, kind: str, rel: str, rnd: Round, parent: ModelVersion | None, metrics: dict
+    campaign: Campaign,
+    kind: str,
+    rel: str,
+    rnd: Round,
+    parent: ModelVersion | None,
+    metrics: dict[str, float],
 ) -> ModelVersion:
     """Register the files as a PENDING version of the round; READY comes with the round's
     advance, in one transaction with the switch of the campaign's active versions."""

@@ -22,6 +22,9 @@ from torch import Tensor
 
 @runtime_checkable
 class Policy(Protocol):
+    #: Tokens of each response of the last `sample` call, flattened (empty: not counted).
+    last_token_counts: list[int]
+
     def sample(self, prompts: list[str], k: int, *, seed: int) -> list[list[str]]:
         """K responses per prompt, `[len(prompts)][k]`, deterministic given `seed`."""
         ...
