@@ -1,5 +1,5 @@
 """One round of the four algorithms, shared by the platform's round engine
-(`rlhf_platform/rounds/services/`) and the label-efficiency benchmark's simulation
+(`rlhf_platform/rounds/`) and the label-efficiency benchmark's simulation
 (`bench/label_efficiency/sim.py`): both call these functions, so both run the same algorithm
 (`tests/bench/test_parity.py` checks that they give the same numbers from one seed).
 

@@ -4,7 +4,7 @@ A seed is derived from the campaign's seed, the round's index and a salt naming 
 so that a step re-run from its start after a crash repeats its choices (a judge step resumed
 after a crash keeps the labels it stored and draws afresh for the comparisons still waiting,
 so only an uninterrupted round is reproduced exactly), and so that the round engine
-(`rlhf_platform/rounds/services.py`) and the label-efficiency benchmark's in-process
+(`rlhf_platform/rounds/`) and the label-efficiency benchmark's in-process
 simulation (`bench/label_efficiency/sim.py`) make the same choices from the same seed: the
 benchmark then measures what the platform does (`bench/label_efficiency/parity.py` checks
 that they agree).
