@@ -33,6 +33,7 @@ from rlhf_platform.campaigns.selectors import (
 )
 from rlhf_platform.campaigns.services import campaign_create, invite_accept
 from rlhf_platform.datafiles import formats, imports
+from rlhf_platform.datafiles.preview import IMPORT_KINDS, import_preview
 from rlhf_platform.errors import Conflict, InvalidInput, NotFound, PermissionDenied, ServiceError
 from rlhf_platform.insights import campaign_form, label_browser, selectors, services
 from rlhf_platform.insights.models import TRIAL_PAIR, JudgeTrial
@@ -216,7 +217,7 @@ def campaign_import(request: HttpRequest, campaign_id: int) -> HttpResponse:
     upload = request.FILES.get("file")
     ctx: dict[str, Any] = {"import_kind": kind}
     error = ""
-    if kind not in imports.IMPORT_KINDS:
+    if kind not in IMPORT_KINDS:
         error = "Choose prompts or pairs."
     elif upload is None:
         error = "Choose a file to upload."
@@ -230,7 +231,7 @@ def campaign_import(request: HttpRequest, campaign_id: int) -> HttpResponse:
         try:
             fmt = formats.format_from_name(upload.name or "", request.POST.get("format") or None)
             data = upload.read()
-            preview = imports.import_preview(data=data, fmt=fmt, kind=kind)
+            preview = import_preview(data=data, fmt=fmt, kind=kind)
             if request.POST.get("do") == "import" and preview.ok:
                 run = (
                     imports.prompts_import_file if kind == "prompts" else imports.pairs_import_file
