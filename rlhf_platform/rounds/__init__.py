@@ -7,8 +7,9 @@ re-run after a crash starts over from what the database holds: responses and com
 of an unfinished step are replaced, a model version already registered for the round is
 reused, and artifact folders are written under a temporary name and renamed when complete.
 
-The four algorithms (DESIGN.md section 2) follow the schedule of `ml_worker.core.rounds`,
-which the benchmark's simulation shares:
+The four algorithms (DESIGN.md section 2) are the ML core's `ml_worker.core.rounds`: its
+schedule, the round's prompts, the choice of pairs, the online step and the refit, which the
+benchmark's simulation calls too (the steps here read and write the database around them):
 - offline: every round samples from the initial policy; nothing is learned until the last
   round, which refits the reward model on all labels and then optimizes the policy
   against that frozen reward model (one step per round so far);
