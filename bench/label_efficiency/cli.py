@@ -43,8 +43,8 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 import torch  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from . import report, sim  # noqa: E402
-from .env import CACHE_DIR, DEFAULT_POOL, ENVIRONMENTS, PoolEnv, load_env  # noqa: E402
+from . import report  # noqa: E402
+from .env import CACHE_DIR, DEFAULT_POOL, ENVIRONMENTS, ROOT, PoolEnv, load_env  # noqa: E402
 from .explained import explained_variance  # noqa: E402
 from .sim import ALGORITHMS, Hparams, Setup, run  # noqa: E402
 
@@ -302,6 +302,29 @@ def _main(argv: list[str] | None) -> int:
     return 0
 
 
+#: The code a run's numbers depend on: the simulation and the ML core's round functions it
+#: calls (the learners, the acquisition rules, the update signals, the seeds, the evaluation).
+ALGORITHMS_CODE = (
+    "bench/label_efficiency/sim.py",
+    "ml_worker/core/rounds.py",
+    "ml_worker/core/seeds.py",
+    "ml_worker/core/acquisition.py",
+    "ml_worker/core/update.py",
+    "ml_worker/core/enn.py",
+    "ml_worker/core/enn_config.py",
+    "ml_worker/core/evaluation.py",
+    "ml_worker/core/policies/pool.py",
+)
+
+
+def algorithms_code_hash() -> str:
+    """A hash of `ALGORITHMS_CODE`, part of every cached run's key."""
+    digest = hashlib.sha256()
+    for name in ALGORITHMS_CODE:
+        digest.update((ROOT / name).read_bytes())
+    return digest.hexdigest()[:16]
+
+
 def run_environment(
     env: PoolEnv,
     args: argparse.Namespace,
@@ -317,7 +340,7 @@ def run_environment(
     out.mkdir(parents=True, exist_ok=True)
     cache = RunCache(out / "runs.jsonl")
     # A change to the algorithms' code invalidates the cached runs.
-    code = hashlib.sha256(Path(sim.__file__).read_bytes()).hexdigest()[:16]
+    code = algorithms_code_hash()
     base_key = {"env": env.description, "setup": asdict(setup), "sim": code}
 
     # Before any algorithm: how much of the oracle the learner's features can explain.
