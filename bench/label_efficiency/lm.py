@@ -32,8 +32,10 @@ against the initial policy falling significantly below 1/2 (the last evaluation'
 entirely below 0.5), and the policy's own samples degenerating (per round: mean length in
 tokens and the share of distinct texts among a round's samples, `sample_health`).
 
-State lives in a SQLite database and artifacts under ``--work`` (default var/bench/lm_short):
-an interrupted run resumes where it stopped. Results: ``--out``/lm_short.json and .md.
+State lives in a SQLite database and artifacts under ``--work`` (default var/bench/lm_short,
+with ``--paper`` var/bench/lm_paper): an interrupted run resumes where it stopped. Results:
+``--out``/lm_short.json and .md (with ``--paper``: lm_paper.json and .md, so that a paper-size
+run does not overwrite the CPU form's).
 """
 
 from __future__ import annotations
@@ -223,7 +225,7 @@ def summarize(campaign, seconds: float) -> dict:
 def write_outputs(results: dict, args: argparse.Namespace) -> None:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "lm_short.json").write_text(json.dumps(results, indent=2) + "\n")
+    (out / f"{args.name}.json").write_text(json.dumps(results, indent=2) + "\n")
     lines = [
         f"Device: {results['device']}; B = {results['setup']['prompts_per_round']}, "
         f"K = {results['setup']['responses_per_prompt']}, "
@@ -244,7 +246,7 @@ def write_outputs(results: dict, args: argparse.Namespace) -> None:
             lines.append(
                 f"| {arm} | {row['round']} | {row['mean_tokens']} | {row['distinct_share']} |"
             )
-    (out / "lm_short.md").write_text("\n".join(lines) + "\n")
+    (out / f"{args.name}.md").write_text("\n".join(lines) + "\n")
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -285,10 +287,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--eval-every", type=int, help="rounds between evaluations (4; --paper 8)")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--arms", default=",".join(ARMS), help=f"comma-separated, of {list(ARMS)}")
-    p.add_argument("--work", type=Path, default=ROOT / "var/bench/lm_short")
+    p.add_argument("--work", type=Path, help="state folder (var/bench/lm_short or lm_paper)")
     p.add_argument("--out", type=Path, default=ROOT / "bench/results/label_efficiency")
     args = p.parse_args(argv)
     sizes = PAPER_SIZES if args.paper else SMALL_SIZES
+    args.name = "lm_paper" if args.paper else "lm_short"
+    if args.work is None:
+        args.work = ROOT / "var/bench" / args.name
     for key, value in sizes.items():
         if getattr(args, key) is None:
             setattr(args, key, value)
@@ -314,7 +319,9 @@ def main(argv: list[str] | None = None) -> int:
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(started)),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.platform()}",
         "device": device_name(),
-        "setup": {k: v for k, v in vars(args).items() if k not in ("work", "out", "arm_list")},
+        "setup": {
+            k: v for k, v in vars(args).items() if k not in ("work", "out", "arm_list", "name")
+        },
         "spec_example": campaign_spec(arms[0], args),
         "arms": {},
     }
@@ -327,8 +334,8 @@ def main(argv: list[str] | None = None) -> int:
         results["arms"][arm] = run_arm(arm, args)
         results["arms"][arm]["tanked"] = tanked(results["arms"][arm])
         write_outputs(results, args)  # after every arm: a partial run keeps what it has
-    print(Path(args.out) / "lm_short.md")
-    print((Path(args.out) / "lm_short.md").read_text())
+    print(Path(args.out) / f"{args.name}.md")
+    print((Path(args.out) / f"{args.name}.md").read_text())
     return 0
 
 

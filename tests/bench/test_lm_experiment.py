@@ -34,6 +34,9 @@ def test_the_paper_sizes_come_from_one_flag_and_each_can_be_overridden():
     longer = lm.parse_args(["--paper", "--rounds", "128"])
     assert (longer.rounds, longer.prompts_per_round) == (128, 64)
     assert lm.parse_args([]).prompts_per_round == 8
+    # A paper-size run keeps its own state and results, beside the CPU form's.
+    assert (paper.name, paper.work.name) == ("lm_paper", "lm_paper")
+    assert (lm.parse_args([]).name, lm.parse_args([]).work.name) == ("lm_short", "lm_short")
 
 
 def test_the_cpu_form_runs_every_arm_through_the_platform_and_resumes(tmp_path):
