@@ -15,7 +15,7 @@ from rlhf_platform.raters.services import gold_rate_set
 from tests.conftest import make_campaign
 from tests.rlhf_platform.api.conftest import client_for
 
-__all__ = ["client_for", "gold_campaign"]
+__all__ = ["client_for", "gold_campaign", "started_gold_campaign"]
 
 
 @dataclass
@@ -24,11 +24,9 @@ class GoldCampaign:
     gold_ids: set[int]  # the comparisons that are gold pairs
 
 
-@pytest.fixture
-def gold_campaign(researcher, annotator, monkeypatch) -> GoldCampaign:
-    """Four ordinary pairs and four gold ones (known answer "A"), gold rate 0.5, started; the
-    views' draws (shown order, gold or not) seeded so that both kinds are served."""
-    campaign = make_campaign(researcher, members=(annotator,), pairs=4, start=False)
+def started_gold_campaign(owner, members, *, pairs: int, gold: int) -> Campaign:
+    """A started campaign of `pairs` ordinary pairs and `gold` gold ones (known answer "A")."""
+    campaign = make_campaign(owner, members=members, pairs=pairs, start=False)
     comparisons_import_pairs(
         campaign=campaign,
         pairs=[
@@ -38,10 +36,18 @@ def gold_campaign(researcher, annotator, monkeypatch) -> GoldCampaign:
                 "response_b": f"no {i}",
                 "gold": "A",
             }
-            for i in range(4)
+            for i in range(gold)
         ],
     )
     campaign_set_state(campaign=campaign, action="start")
+    return campaign
+
+
+@pytest.fixture
+def gold_campaign(researcher, annotator, monkeypatch) -> GoldCampaign:
+    """Four ordinary pairs and four gold ones, gold rate 0.5, started; the views' draws (shown
+    order, gold or not) seeded so that both kinds are served."""
+    campaign = started_gold_campaign(researcher, (annotator,), pairs=4, gold=4)
     gold_rate_set(actor=researcher, campaign=campaign, rate=0.5)
     seeded = random.Random(4)  # the views draw the order and the gold from SystemRandom
     monkeypatch.setattr(random, "SystemRandom", lambda: seeded)

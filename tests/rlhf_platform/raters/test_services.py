@@ -31,6 +31,7 @@ from rlhf_platform.rounds.models import ModelKind, ModelVersion, RoundState
 from rlhf_platform.rounds.services import campaign_open_round, round_step, round_try_close
 from tests.conftest import make_campaign
 from tests.rlhf_platform.insights.seed import seed_campaign
+from tests.rlhf_platform.raters.conftest import started_gold_campaign
 from tests.rlhf_platform.rounds.conftest import live_campaign
 
 pytestmark = pytest.mark.django_db
@@ -212,30 +213,10 @@ def test_refit_is_debounced_per_campaign(
 # ---- gold ------------------------------------------------------------------------------------
 
 
-def _gold_campaign(researcher, members, *, gold: int = 3, pairs: int = 6):
-    campaign = make_campaign(researcher, members=members, pairs=pairs, start=False)
-    from rlhf_platform.campaigns.services import comparisons_import_pairs
-
-    comparisons_import_pairs(
-        campaign=campaign,
-        pairs=[
-            {
-                "prompt": f"gold prompt {i}",
-                "response_a": f"right {i}",
-                "response_b": f"wrong {i}",
-                "gold": "A",
-            }
-            for i in range(gold)
-        ],
-    )
-    campaign_set_state(campaign=campaign, action="start")
-    return campaign
-
-
 def test_gold_pairs_are_mixed_in_never_debited_never_trained_or_exported(
     researcher, annotator, labeling_path
 ):
-    campaign = _gold_campaign(researcher, (annotator,))
+    campaign = started_gold_campaign(researcher, (annotator,), pairs=6, gold=3)
     gold_rate_set(actor=researcher, campaign=campaign, rate=0.5)
     gold_ids = set(
         GoldPair.objects.filter(campaign=campaign).values_list("comparison_id", flat=True)
@@ -268,13 +249,13 @@ def test_gold_pairs_are_mixed_in_never_debited_never_trained_or_exported(
 
 
 def test_gold_rate_zero_serves_no_gold(researcher, annotator):
-    campaign = _gold_campaign(researcher, (annotator,))
+    campaign = started_gold_campaign(researcher, (annotator,), pairs=6, gold=3)
     assert _label_all(annotator, campaign) == 6
     assert not Label.objects.filter(comparison__gold__isnull=False).exists()
 
 
 def test_gold_rate_and_answers_are_validated(researcher, annotator):
-    campaign = _gold_campaign(researcher, (annotator,))
+    campaign = started_gold_campaign(researcher, (annotator,), pairs=6, gold=3)
     for bad in (-0.1, 0.9, "lots", True, None):
         with pytest.raises(InvalidInput):
             gold_rate_set(actor=researcher, campaign=campaign, rate=bad)
@@ -323,7 +304,7 @@ def test_marking_gold_in_the_browser_serves_a_copy_to_others_only(
 
 
 def test_a_gold_label_can_be_undone_and_answered_again(researcher, annotator, labeling_path):
-    campaign = _gold_campaign(researcher, (annotator,), pairs=1, gold=1)
+    campaign = started_gold_campaign(researcher, (annotator,), pairs=1, gold=1)
     gold_rate_set(actor=researcher, campaign=campaign, rate=0.5)
     gold_id = GoldPair.objects.get(campaign=campaign).comparison_id
     rng = random.Random(0)
